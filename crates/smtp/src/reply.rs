@@ -1,0 +1,278 @@
+//! SMTP replies: the one place where reply codes and texts are written.
+//!
+//! Every reply carries an RFC 3463 enhanced status code (RFC 2034); policy codes
+//! follow RFC 7372. Basic codes and their meaning follow RFC 5321 §4.2 and §4.3.2.
+//! Texts never echo raw client input beyond what was validated, so a reply line
+//! can not be used to inject CR/LF.
+
+use std::fmt;
+
+/// One (possibly multi-line) SMTP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// Enhanced status code, e.g. "5.7.1".
+    pub status: &'static str,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn new(code: u16, status: &'static str, text: impl Into<String>) -> Reply {
+        Reply { code, status, lines: vec![sanitize(text.into())] }
+    }
+
+    /// A reply whose first line has no enhanced code (the 220 greeting, EHLO lines).
+    fn plain(code: u16, lines: Vec<String>) -> Reply {
+        Reply { code, status: "", lines }
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// First text line, for logs.
+    pub fn text(&self) -> &str {
+        self.lines.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// Wire form, CRLF-terminated lines.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_string().into_bytes()
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.lines.len().max(1);
+        for i in 0..n {
+            let sep = if i + 1 == n { ' ' } else { '-' };
+            let text = self.lines.get(i).map(String::as_str).unwrap_or("");
+            if self.status.is_empty() {
+                write!(f, "{}{}{}\r\n", self.code, sep, text)?;
+            } else {
+                write!(f, "{}{}{} {}\r\n", self.code, sep, self.status, text)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Strip anything that could break the reply framing.
+fn sanitize(s: String) -> String {
+    if s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        s.chars().map(|c| if c == '\r' || c == '\n' || c == '\0' { ' ' } else { c }).collect()
+    } else {
+        s
+    }
+}
+
+// ---- connection ---------------------------------------------------------------
+
+/// RFC 5321 §4.2: 220 greeting. The hostname comes from configuration.
+pub fn greeting(hostname: &str) -> Reply {
+    Reply::plain(220, vec![format!("{hostname} ESMTP mx6")])
+}
+
+/// Multi-line teaser (used by the pregreet test of the abuse-defense issue).
+pub fn closing(hostname: &str) -> Reply {
+    Reply::new(221, "2.0.0", format!("{hostname} closing connection"))
+}
+
+pub fn service_unavailable(hostname: &str) -> Reply {
+    Reply::new(421, "4.3.2", format!("{hostname} service shutting down, closing connection"))
+}
+
+pub fn too_many_sessions(hostname: &str) -> Reply {
+    Reply::new(421, "4.7.0", format!("{hostname} too many concurrent sessions, try again later"))
+}
+
+pub fn timeout(hostname: &str) -> Reply {
+    Reply::new(421, "4.4.2", format!("{hostname} timeout exceeded, closing connection"))
+}
+
+pub fn too_many_errors(hostname: &str) -> Reply {
+    Reply::new(421, "4.7.0", format!("{hostname} too many errors, closing connection"))
+}
+
+pub fn not_smtp(hostname: &str) -> Reply {
+    Reply::new(421, "4.7.0", format!("{hostname} non-SMTP command, closing connection"))
+}
+
+// ---- greeting and informational ------------------------------------------------
+
+pub fn helo(hostname: &str, client: &str) -> Reply {
+    Reply::plain(250, vec![format!("{hostname} Hello {client}")])
+}
+
+pub fn ehlo(hostname: &str, client: &str, extensions: &[String]) -> Reply {
+    let mut lines = vec![format!("{hostname} Hello {client}")];
+    lines.extend(extensions.iter().cloned());
+    Reply::plain(250, lines)
+}
+
+pub fn ok() -> Reply {
+    Reply::new(250, "2.0.0", "Ok")
+}
+pub fn sender_ok() -> Reply {
+    Reply::new(250, "2.1.0", "Sender ok")
+}
+pub fn recipient_ok() -> Reply {
+    Reply::new(250, "2.1.5", "Recipient ok")
+}
+pub fn reset_ok() -> Reply {
+    Reply::new(250, "2.0.0", "Reset state")
+}
+pub fn queued(queue_id: &str) -> Reply {
+    Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"))
+}
+pub fn chunk_ok(octets: u64) -> Reply {
+    Reply::new(250, "2.0.0", format!("{octets} octets received"))
+}
+/// RFC 5321 §3.5.3: VRFY is not answered with user data.
+pub fn vrfy() -> Reply {
+    Reply::new(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+}
+pub fn help() -> Reply {
+    Reply::new(214, "2.0.0", "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS")
+}
+pub fn start_data() -> Reply {
+    Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()])
+}
+pub fn ready_tls() -> Reply {
+    Reply::new(220, "2.0.0", "Ready to start TLS")
+}
+
+// ---- syntax and sequence (RFC 5321 §4.3.2, RFC 3463 x.5.x) ---------------------
+
+pub fn unknown_command() -> Reply {
+    Reply::new(500, "5.5.2", "Error: command not recognized")
+}
+pub fn line_too_long() -> Reply {
+    Reply::new(500, "5.5.2", "Error: command line too long")
+}
+pub fn bad_command_chars() -> Reply {
+    Reply::new(500, "5.5.2", "Error: NUL or bare CR in command")
+}
+pub fn syntax(what: &str) -> Reply {
+    Reply::new(501, "5.5.4", format!("Syntax: {what}"))
+}
+pub fn bad_helo() -> Reply {
+    Reply::new(501, "5.5.4", "Syntax: EHLO hostname or address literal")
+}
+pub fn not_implemented(cmd: &str) -> Reply {
+    Reply::new(502, "5.5.1", format!("Error: {cmd} not implemented"))
+}
+pub fn need_helo() -> Reply {
+    Reply::new(503, "5.5.1", "Error: send HELO/EHLO first")
+}
+pub fn nested_mail() -> Reply {
+    Reply::new(503, "5.5.1", "Error: nested MAIL command")
+}
+pub fn need_mail() -> Reply {
+    Reply::new(503, "5.5.1", "Error: need MAIL command")
+}
+pub fn need_rcpt() -> Reply {
+    Reply::new(503, "5.5.1", "Error: need RCPT command")
+}
+/// RFC 2920 §3.1: DATA after all recipients were refused.
+pub fn no_valid_recipients() -> Reply {
+    Reply::new(554, "5.5.1", "Error: no valid recipients")
+}
+pub fn bdat_data_mix() -> Reply {
+    Reply::new(503, "5.5.1", "Error: DATA and BDAT can not be mixed in one transaction")
+}
+pub fn tls_already_active() -> Reply {
+    Reply::new(503, "5.5.1", "Error: TLS already active")
+}
+pub fn tls_not_available() -> Reply {
+    Reply::new(454, "4.7.0", "TLS not available")
+}
+pub fn bad_parameter(param: &str) -> Reply {
+    Reply::new(555, "5.5.4", format!("Unsupported parameter {param}"))
+}
+pub fn bad_address(detail: &str) -> Reply {
+    Reply::new(501, "5.1.3", format!("Bad address syntax: {detail}"))
+}
+pub fn bad_sender_syntax(detail: &str) -> Reply {
+    Reply::new(501, "5.1.7", format!("Bad sender address syntax: {detail}"))
+}
+/// RFC 6531 §3.7.4.1.
+pub fn needs_smtputf8() -> Reply {
+    Reply::new(553, "5.6.7", "Address requires SMTPUTF8")
+}
+pub fn too_many_recipients() -> Reply {
+    Reply::new(452, "4.5.3", "Error: too many recipients")
+}
+pub fn auth_not_available() -> Reply {
+    Reply::new(503, "5.5.1", "Error: authentication not enabled")
+}
+
+// ---- message content --------------------------------------------------------
+
+/// RFC 1870: message size exceeds fixed maximum.
+pub fn message_too_big() -> Reply {
+    Reply::new(552, "5.3.4", "Message size exceeds fixed limit")
+}
+/// SMTP smuggling defense: only CRLF is a line ending inside DATA/BDAT.
+pub fn bare_newline() -> Reply {
+    Reply::new(550, "5.5.2", "Error: bare <CR> or <LF> in message data; lines must end with <CR><LF>")
+}
+/// RFC 5321 §4.5.3.1.6: text lines are at most 1000 octets including CRLF.
+pub fn data_line_too_long() -> Reply {
+    Reply::new(550, "5.6.0", "Error: message line longer than 998 octets")
+}
+pub fn nul_in_data() -> Reply {
+    Reply::new(550, "5.6.0", "Error: NUL byte in message data")
+}
+pub fn storage_failure() -> Reply {
+    Reply::new(451, "4.3.0", "Error: queue file write error, try again later")
+}
+pub fn bdat_too_large() -> Reply {
+    Reply::new(552, "5.3.4", "Chunk exceeds message size limit")
+}
+
+// ---- recipients and policy ------------------------------------------------------
+
+pub fn unknown_user() -> Reply {
+    Reply::new(550, "5.1.1", "Recipient address rejected: user unknown")
+}
+pub fn relay_denied() -> Reply {
+    Reply::new(554, "5.7.1", "Relay access denied")
+}
+pub fn unresolvable_destination() -> Reply {
+    Reply::new(550, "5.1.2", "Recipient address rejected: destination can not be decided")
+}
+pub fn temporary_lookup_failure() -> Reply {
+    Reply::new(451, "4.3.0", "Temporary lookup failure, try again later")
+}
+pub fn access_denied() -> Reply {
+    Reply::new(554, "5.7.1", "Access denied")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_uses_dash_continuation() {
+        let r = ehlo("mx.test", "client", &["PIPELINING".into(), "8BITMIME".into()]);
+        assert_eq!(r.to_string(), "250-mx.test Hello client\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+    }
+
+    #[test]
+    fn enhanced_code_is_written() {
+        assert_eq!(relay_denied().to_string(), "554 5.7.1 Relay access denied\r\n");
+    }
+
+    #[test]
+    fn text_can_not_break_framing() {
+        let r = Reply::new(250, "2.0.0", "a\r\n250 fake");
+        assert_eq!(r.to_string(), "250 2.0.0 a  250 fake\r\n");
+    }
+}

@@ -1,0 +1,613 @@
+//! The SMTP server session as a sans-IO state machine (RFC 5321 §4.1, §4.3.2;
+//! PIPELINING RFC 2920, CHUNKING RFC 3030, STARTTLS RFC 3207, SIZE RFC 1870,
+//! 8BITMIME RFC 6152, SMTPUTF8 RFC 6531, ENHANCEDSTATUSCODES RFC 2034).
+//!
+//! Bytes and time go in (`receive`, `handle_timeout`); replies, questions for
+//! the policy ("may this recipient be accepted?", "store this message") and
+//! connection actions come out of `poll_event`. While a question is open, further
+//! input is only buffered, so pipelined commands are answered in order.
+//!
+//! Defends against: overlong command lines (2048 octets), NUL and bare CR in
+//! commands, plaintext pipelined behind STARTTLS (CVE-2011-0411: discarded, the
+//! session restarts after the handshake), clients that keep failing (error limit,
+//! then 421), idle clients (RFC 5321 §4.5.3.2 timeouts), BDAT chunks that would
+//! exceed the size limit (read and discarded, never buffered).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use memchr::memchr;
+
+use crate::address::{Mailbox, Path};
+use crate::command::{self, Command, CommandError, HeloArg, MailParams};
+use crate::data::{check_chunked, ContentError, DataDecoder};
+use crate::address::AddressError;
+use crate::reply::{self, Reply};
+
+/// Longest command line we read (RFC 5321 §4.5.3.1.4 asks for at least 512;
+/// extensions make lines longer, so we allow what Postfix allows).
+pub const MAX_COMMAND_LINE: usize = 2048;
+
+/// RFC 5321 §4.5.3.2 server timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Waiting for the next command (§4.5.3.2.7: 5 minutes).
+    pub command: Duration,
+    /// Waiting for the next block of DATA/BDAT content (§4.5.3.2.5: 3 minutes).
+    pub data_block: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { command: Duration::from_secs(300), data_block: Duration::from_secs(180) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our name, for the greeting and EHLO.
+    pub hostname: String,
+    /// The client as an address literal, for the EHLO greeting line.
+    pub client_literal: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    /// Error replies before the session is closed with 421.
+    pub max_errors: u32,
+    /// STARTTLS may be offered (a certificate exists and the listener allows it).
+    pub starttls: bool,
+    /// The connection is already TLS (implicit TLS listener).
+    pub tls_active: bool,
+    pub timeouts: Timeouts,
+}
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum Event {
+    /// Write this reply.
+    Reply(Reply),
+    /// A decision is needed; answer with [`Session::answer`].
+    Ask(Ask),
+    /// Flush pending replies, then run the TLS handshake and call
+    /// [`Session::tls_established`].
+    StartTls,
+    /// Flush pending replies and close the connection.
+    Close,
+}
+
+#[derive(Debug)]
+pub enum Ask {
+    Helo { arg: HeloArg, esmtp: bool },
+    Mail { from: Path, params: MailParams },
+    Rcpt { to: Mailbox, from: Path },
+    /// A complete message: store it durably and answer `Queued(id)` (RFC 5321 §4.1.1.4:
+    /// the 250 means we took responsibility).
+    Message(Envelope),
+}
+
+/// The answer to an [`Ask`].
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Accept,
+    Queued(String),
+    Reject(Reply),
+    /// Reject and close the connection (the reply should be a 421).
+    Close(Reply),
+}
+
+/// A finished transaction handed to the driver for storage.
+#[derive(Debug)]
+pub struct Envelope {
+    pub from: Path,
+    pub params: MailParams,
+    pub rcpts: Vec<Mailbox>,
+    pub helo: String,
+    /// RFC 3848 / RFC 6531 "with" keyword (ESMTP, ESMTPS, UTF8SMTPS, ...).
+    pub protocol: &'static str,
+    /// Message content: CRLF lines, dot-stuffing removed.
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum State {
+    Command,
+    /// Reading a line longer than MAX_COMMAND_LINE: discard through the LF.
+    LongLine,
+    Data(Box<DataDecoder>),
+    /// Reading `remaining` octets of a BDAT chunk; `keep` = append to the message;
+    /// `reply` = the command failed, answer this once the chunk is read.
+    Bdat { remaining: u64, last: bool, keep: bool, reply: Option<Reply> },
+    /// A question is open.
+    Waiting,
+    /// STARTTLS answered; waiting for the handshake.
+    Handshake,
+    Closed,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    from: Path,
+    params: MailParams,
+    rcpts: Vec<Mailbox>,
+    /// DATA or BDAT seen (they can not be mixed).
+    chunks: Option<Vec<u8>>,
+    /// A BDAT chunk overflowed the size limit: read the rest, then refuse.
+    chunk_error: Option<ContentError>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Helo { arg: HeloArg, esmtp: bool },
+    Mail { from: Path, params: MailParams },
+    Rcpt { to: Mailbox },
+    Message,
+}
+
+pub struct Session {
+    cfg: SessionConfig,
+    state: State,
+    input: Vec<u8>,
+    pos: usize,
+    events: VecDeque<Event>,
+    helo: Option<(String, bool)>,
+    tx: Option<Transaction>,
+    pending: Option<Pending>,
+    tls: bool,
+    errors: u32,
+    last_activity: Instant,
+}
+
+impl Session {
+    /// A new session; the greeting is the first event.
+    pub fn new(cfg: SessionConfig, now: Instant) -> Session {
+        let tls = cfg.tls_active;
+        let mut s = Session {
+            state: State::Command,
+            input: Vec::new(),
+            pos: 0,
+            events: VecDeque::new(),
+            helo: None,
+            tx: None,
+            pending: None,
+            tls,
+            errors: 0,
+            last_activity: now,
+            cfg,
+        };
+        s.events.push_back(Event::Reply(reply::greeting(&s.cfg.hostname)));
+        s
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether the session is inside a DATA/BDAT transfer (for logs on disconnect).
+    pub fn in_message(&self) -> bool {
+        matches!(self.state, State::Data(_) | State::Bdat { .. }) || matches!(self.pending, Some(Pending::Message))
+    }
+
+    pub fn helo_name(&self) -> Option<&str> {
+        self.helo.as_ref().map(|(h, _)| h.as_str())
+    }
+
+    /// When `handle_timeout` must be called, unless input arrives first.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Waiting | State::Handshake | State::Closed => None,
+            State::Data(_) | State::Bdat { .. } => Some(self.last_activity + self.cfg.timeouts.data_block),
+            State::Command | State::LongLine => Some(self.last_activity + self.cfg.timeouts.command),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.deadline().is_some_and(|d| now >= d) {
+            self.events.push_back(Event::Reply(reply::timeout(&self.cfg.hostname)));
+            self.close();
+        }
+    }
+
+    /// Bytes from the client.
+    pub fn receive(&mut self, bytes: &[u8], now: Instant) {
+        if matches!(self.state, State::Closed | State::Handshake) {
+            return; // CVE-2011-0411: nothing read before the handshake counts
+        }
+        self.last_activity = now;
+        if self.pos == self.input.len() {
+            self.input.clear();
+            self.pos = 0;
+        } else if self.pos > 65536 {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.input.extend_from_slice(bytes);
+        self.process();
+    }
+
+    /// The driver answers the open question.
+    pub fn answer(&mut self, answer: Answer) {
+        let Some(pending) = self.pending.take() else { return };
+        if !matches!(self.state, State::Waiting) {
+            return;
+        }
+        self.state = State::Command;
+        match (pending, answer) {
+            (_, Answer::Close(r)) => {
+                self.reply(r);
+                self.close();
+                return;
+            }
+            (Pending::Message, a) => {
+                self.tx = None;
+                match a {
+                    Answer::Queued(id) => self.reply(reply::queued(&id)),
+                    Answer::Reject(r) => self.reply(r),
+                    Answer::Accept => self.reply(reply::ok()),
+                    Answer::Close(_) => unreachable!(),
+                }
+            }
+            (_, Answer::Reject(r)) => self.reply(r),
+            (Pending::Helo { arg, esmtp }, _) => {
+                self.tx = None;
+                let r = if esmtp {
+                    reply::ehlo(&self.cfg.hostname, &self.cfg.client_literal, &self.extensions())
+                } else {
+                    reply::helo(&self.cfg.hostname, &self.cfg.client_literal)
+                };
+                self.helo = Some((arg.raw, esmtp));
+                self.reply(r);
+            }
+            (Pending::Mail { from, params }, _) => {
+                self.tx = Some(Transaction { from, params, rcpts: Vec::new(), chunks: None, chunk_error: None });
+                self.reply(reply::sender_ok());
+            }
+            (Pending::Rcpt { to }, _) => {
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.rcpts.push(to);
+                }
+                self.reply(reply::recipient_ok());
+            }
+        }
+        self.process();
+    }
+
+    /// The TLS handshake after STARTTLS finished: the session starts over
+    /// (RFC 3207 §4.2), with anything buffered before it thrown away.
+    pub fn tls_established(&mut self) {
+        if matches!(self.state, State::Handshake) {
+            self.input.clear();
+            self.pos = 0;
+            self.helo = None;
+            self.tx = None;
+            self.tls = true;
+            self.state = State::Command;
+        }
+    }
+
+    fn extensions(&self) -> Vec<String> {
+        let mut e = vec![
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.cfg.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+        ];
+        if self.cfg.starttls && !self.tls {
+            e.push("STARTTLS".into());
+        }
+        e
+    }
+
+    /// The "with" keyword for the Received header.
+    fn protocol(&self, utf8: bool) -> &'static str {
+        let esmtp = self.helo.as_ref().is_some_and(|(_, e)| *e);
+        match (utf8, esmtp, self.tls) {
+            (true, _, true) => "UTF8SMTPS",
+            (true, _, false) => "UTF8SMTP",
+            (false, true, true) => "ESMTPS",
+            (false, true, false) => "ESMTP",
+            (false, false, _) => "SMTP",
+        }
+    }
+
+    fn reply(&mut self, r: Reply) {
+        let failed = r.code >= 400;
+        self.events.push_back(Event::Reply(r));
+        if failed {
+            self.errors += 1;
+            if self.errors >= self.cfg.max_errors && !self.is_closed() {
+                self.events.push_back(Event::Reply(reply::too_many_errors(&self.cfg.hostname)));
+                self.close();
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if !self.is_closed() {
+            self.state = State::Closed;
+            self.events.push_back(Event::Close);
+            self.input.clear();
+            self.pos = 0;
+        }
+    }
+
+    fn ask(&mut self, pending: Pending, ask: Ask) {
+        self.pending = Some(pending);
+        self.state = State::Waiting;
+        self.events.push_back(Event::Ask(ask));
+    }
+
+    fn process(&mut self) {
+        loop {
+            let avail = &self.input[self.pos..];
+            match &mut self.state {
+                State::Closed | State::Waiting | State::Handshake => return,
+                State::LongLine => match memchr(b'\n', avail) {
+                    Some(i) => {
+                        self.pos += i + 1;
+                        self.state = State::Command;
+                        self.reply(reply::line_too_long());
+                    }
+                    None => {
+                        self.pos = self.input.len();
+                        return;
+                    }
+                },
+                State::Command => match memchr(b'\n', avail) {
+                    Some(i) => {
+                        let line_end = self.pos + i;
+                        let start = self.pos;
+                        self.pos = line_end + 1;
+                        if i + 1 > MAX_COMMAND_LINE {
+                            self.reply(reply::line_too_long());
+                            continue;
+                        }
+                        let mut end = line_end;
+                        if end > start && self.input[end - 1] == b'\r' {
+                            end -= 1;
+                        }
+                        let line = self.input[start..end].to_vec();
+                        self.command(&line);
+                    }
+                    None => {
+                        if avail.len() > MAX_COMMAND_LINE {
+                            self.pos = self.input.len();
+                            self.state = State::LongLine;
+                        }
+                        return;
+                    }
+                },
+                State::Data(dec) => {
+                    let (n, done) = dec.feed(avail);
+                    self.pos += n;
+                    if !done {
+                        return;
+                    }
+                    let State::Data(dec) = std::mem::replace(&mut self.state, State::Command) else { unreachable!() };
+                    match dec.finish() {
+                        Ok(data) => self.message_complete(data),
+                        Err(e) => {
+                            self.tx = None;
+                            self.reply(content_reply(e));
+                        }
+                    }
+                }
+                State::Bdat { remaining, last, keep, reply } => {
+                    let take = (*remaining).min(avail.len() as u64) as usize;
+                    if *keep {
+                        if let Some(buf) = self.tx.as_mut().and_then(|t| t.chunks.as_mut()) {
+                            buf.extend_from_slice(&avail[..take]);
+                        }
+                    }
+                    *remaining -= take as u64;
+                    self.pos += take;
+                    if *remaining > 0 {
+                        return;
+                    }
+                    let (last, r) = (*last, reply.take());
+                    self.state = State::Command;
+                    self.chunk_done(last, r);
+                }
+            }
+        }
+    }
+
+    fn chunk_done(&mut self, last: bool, r: Option<Reply>) {
+        if let Some(r) = r {
+            self.reply(r);
+            return;
+        }
+        let Some(tx) = self.tx.as_mut() else { return };
+        let received = tx.chunks.as_ref().map_or(0, |c| c.len()) as u64;
+        if !last {
+            if tx.chunk_error.is_none() {
+                self.reply(reply::chunk_ok(received));
+            } else {
+                self.reply(reply::message_too_big());
+            }
+            return;
+        }
+        if let Some(e) = tx.chunk_error {
+            self.tx = None;
+            self.reply(content_reply(e));
+            return;
+        }
+        let data = tx.chunks.take().unwrap_or_default();
+        match check_chunked(data) {
+            Ok(data) => self.message_complete(data),
+            Err(e) => {
+                self.tx = None;
+                self.reply(content_reply(e));
+            }
+        }
+    }
+
+    fn message_complete(&mut self, data: Vec<u8>) {
+        let Some(tx) = self.tx.take() else { return };
+        let protocol = self.protocol(tx.params.smtputf8);
+        let env = Envelope {
+            from: tx.from,
+            params: tx.params,
+            rcpts: tx.rcpts,
+            helo: self.helo.as_ref().map(|(h, _)| h.clone()).unwrap_or_default(),
+            protocol,
+            data,
+        };
+        self.ask(Pending::Message, Ask::Message(env));
+    }
+
+    fn command(&mut self, line: &[u8]) {
+        if memchr(0, line).is_some() || memchr(b'\r', line).is_some() {
+            self.reply(reply::bad_command_chars());
+            return;
+        }
+        let Ok(line) = std::str::from_utf8(line) else {
+            self.reply(reply::syntax("command is not valid UTF-8"));
+            return;
+        };
+        let cmd = match command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                let r = self.parse_error_reply(line, e);
+                self.reply(r);
+                return;
+            }
+        };
+        match cmd {
+            Command::Ehlo(arg) => self.ask(Pending::Helo { arg: arg.clone(), esmtp: true }, Ask::Helo { arg, esmtp: true }),
+            Command::Helo(arg) => self.ask(Pending::Helo { arg: arg.clone(), esmtp: false }, Ask::Helo { arg, esmtp: false }),
+            Command::Mail { path, params } => {
+                if self.helo.is_none() {
+                    self.reply(reply::need_helo());
+                } else if self.tx.is_some() {
+                    self.reply(reply::nested_mail());
+                } else if params.size.is_some_and(|s| s > self.cfg.max_message_size as u64) {
+                    self.reply(reply::message_too_big());
+                } else {
+                    self.ask(Pending::Mail { from: path.clone(), params: params.clone() }, Ask::Mail { from: path, params });
+                }
+            }
+            Command::Rcpt { path } => {
+                let Some(tx) = self.tx.as_ref() else {
+                    let r = if self.helo.is_none() { reply::need_helo() } else { reply::need_mail() };
+                    self.reply(r);
+                    return;
+                };
+                let Some(to) = path.mailbox else { return self.reply(reply::bad_address("empty recipient")) };
+                if tx.chunks.is_some() {
+                    self.reply(reply::need_rcpt());
+                } else if !tx.params.smtputf8 && !to.is_ascii() {
+                    self.reply(reply::needs_smtputf8());
+                } else if tx.rcpts.len() >= self.cfg.max_recipients {
+                    self.reply(reply::too_many_recipients());
+                } else {
+                    let from = tx.from.clone();
+                    self.ask(Pending::Rcpt { to: to.clone() }, Ask::Rcpt { to, from });
+                }
+            }
+            Command::Data => match self.tx.as_ref() {
+                None if self.helo.is_none() => self.reply(reply::need_helo()),
+                None => self.reply(reply::need_mail()),
+                Some(tx) if tx.chunks.is_some() => self.reply(reply::bdat_data_mix()),
+                Some(tx) if tx.rcpts.is_empty() => self.reply(reply::no_valid_recipients()),
+                Some(_) => {
+                    self.events.push_back(Event::Reply(reply::start_data()));
+                    self.state = State::Data(Box::new(DataDecoder::new(self.cfg.max_message_size)));
+                }
+            },
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.tx = None;
+                self.reply(reply::reset_ok());
+            }
+            Command::Noop => self.reply(reply::ok()),
+            Command::Quit => {
+                let r = reply::closing(&self.cfg.hostname);
+                self.reply(r);
+                self.close();
+            }
+            Command::Vrfy => self.reply(reply::vrfy()),
+            Command::Help => self.reply(reply::help()),
+            Command::StartTls => {
+                if self.tls {
+                    self.reply(reply::tls_already_active());
+                } else if !self.cfg.starttls {
+                    self.reply(reply::tls_not_available());
+                } else if self.helo.is_none() {
+                    self.reply(reply::need_helo());
+                } else {
+                    self.events.push_back(Event::Reply(reply::ready_tls()));
+                    self.events.push_back(Event::StartTls);
+                    self.state = State::Handshake;
+                    // CVE-2011-0411: drop whatever was pipelined behind STARTTLS.
+                    self.input.clear();
+                    self.pos = 0;
+                }
+            }
+            Command::Auth(_) => self.reply(reply::auth_not_available()),
+            Command::NotSmtp => {
+                let r = reply::not_smtp(&self.cfg.hostname);
+                self.events.push_back(Event::Reply(r));
+                self.close();
+            }
+        }
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) {
+        let max = self.cfg.max_message_size as u64;
+        let early = match self.tx.as_ref() {
+            None if self.helo.is_none() => Some(reply::need_helo()),
+            None => Some(reply::need_mail()),
+            Some(tx) if tx.rcpts.is_empty() => Some(reply::no_valid_recipients()),
+            Some(_) => None,
+        };
+        if let Some(r) = early {
+            // RFC 3030 §4.2: the chunk is read even when the command fails.
+            self.state = State::Bdat { remaining: size, last, keep: false, reply: Some(r) };
+            return;
+        }
+        let tx = self.tx.as_mut().expect("checked above");
+        let have = tx.chunks.get_or_insert_with(Vec::new).len() as u64;
+        let keep = tx.chunk_error.is_none() && have.saturating_add(size) <= max;
+        if !keep {
+            tx.chunk_error = Some(ContentError::TooBig);
+            tx.chunks = Some(Vec::new());
+        } else if let Some(c) = tx.chunks.as_mut() {
+            c.reserve(size as usize);
+        }
+        self.state = State::Bdat { remaining: size, last, keep, reply: None };
+    }
+
+    fn parse_error_reply(&self, line: &str, e: CommandError) -> Reply {
+        let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        match e {
+            CommandError::Unknown => reply::unknown_command(),
+            CommandError::Syntax(s) if verb == "EHLO" || verb == "HELO" => {
+                let _ = s;
+                reply::bad_helo()
+            }
+            CommandError::Syntax(s) => reply::syntax(s),
+            CommandError::Parameter(p) => reply::bad_parameter(&p),
+            CommandError::Address(AddressError::NeedsUtf8) => reply::needs_smtputf8(),
+            CommandError::Address(a) if verb == "MAIL" => reply::bad_sender_syntax(&a.to_string()),
+            CommandError::Address(a) => reply::bad_address(&a.to_string()),
+        }
+    }
+}
+
+fn content_reply(e: ContentError) -> Reply {
+    match e {
+        ContentError::TooBig => reply::message_too_big(),
+        ContentError::BareNewline => reply::bare_newline(),
+        ContentError::LineTooLong => reply::data_line_too_long(),
+        ContentError::Nul => reply::nul_in_data(),
+    }
+}

@@ -1,1 +1,13 @@
-//! placeholder
+//! mx6-policy: pure decisions, no I/O. Facts go in, a verdict with a stable
+//! reason token comes out; the same token is used in the reply, the log line and
+//! the metric label.
+//!
+//! - [`prefix`]: address family and prefix keys;
+//! - [`recipient`]: where a recipient goes (local, relay) or why it is refused.
+#![forbid(unsafe_code)]
+
+pub mod prefix;
+pub mod recipient;
+
+pub use prefix::Family;
+pub use recipient::{decide_recipient, LocalUsers, RecipientVerdict, Route, Routing};

@@ -1,1 +1,13 @@
-//! placeholder
+//! mx6-queue: the durable spool and the retry schedule.
+//!
+//! - [`id`]: unique, time-sortable queue ids;
+//! - [`spool`]: append-only segment files with group commit (one fdatasync for
+//!   every message that arrived while the previous one ran), recovery on start;
+//! - [`schedule`]: retry delays and expiry (RFC 5321 §4.5.4.1).
+#![forbid(unsafe_code)]
+
+pub mod id;
+pub mod schedule;
+pub mod spool;
+
+pub use spool::{DoneEntry, DoneStatus, Location, QueuedMessage, Recipient, Recovered, SpoolError, SpoolHandle};

@@ -1,1 +1,129 @@
-fn main(){}
+//! The `mx6` command: `serve`, `config check` (more subcommands arrive with
+//! their features; see CONTRACT.md). Exit status: 0 success, 1 a finding or a
+//! refused operation, 2 usage error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mx6_server::config::Config;
+
+#[derive(Parser)]
+#[command(name = "mx6", version, about = "An IPv6-first mail server")]
+struct Cli {
+    /// Configuration file (default: ./mx6.toml if it exists, else built-in defaults).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the mail server in the foreground until SIGTERM/SIGINT.
+    Serve,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate the configuration; print each error with its key and line.
+    Check,
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MX6_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    match &cli.config {
+        Some(p) => Some(p.clone()),
+        None => Path::new("mx6.toml").exists().then(|| PathBuf::from("mx6.toml")),
+    }
+}
+
+/// Load and validate; print every error; `None` when there were errors.
+fn load(cli: &Cli) -> Option<Config> {
+    let path = config_path(cli);
+    let file = path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in defaults)".into());
+    match Config::load(path.as_deref()) {
+        Err(e) => {
+            eprintln!("mx6: config error: {e}");
+            None
+        }
+        Ok(cfg) => {
+            let errs = cfg.validate();
+            for e in &errs {
+                eprintln!("mx6: config error: {file}: {}: {}", e.key, e.message);
+            }
+            errs.is_empty().then_some(cfg)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Cmd::Config { command: ConfigCmd::Check } => match load(&cli) {
+            Some(_) => {
+                println!("config ok");
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::from(1),
+        },
+        Cmd::Serve => {
+            init_logs(cli.log_format);
+            let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("mx6: can not start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let result = rt.block_on(mx6_server::serve(cfg, stop_signal()));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("mx6: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,1 +1,118 @@
-//! placeholder
+//! mx6-server: the running server. Owns the tokio runtime side: configuration,
+//! listeners, the session driver, the spool committer and the queue manager.
+//!
+//! - [`config`]: the TOML configuration and its checks;
+//! - [`listener`]: sockets, ACLs, session cap;
+//! - [`proxy`]: PROXY protocol v1/v2;
+//! - [`tls`]: certificates and the rustls configuration;
+//! - [`session_driver`]: one SMTP session over a socket;
+//! - [`queue_manager`]: local delivery and retries;
+//! - [`users`]: the users file.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod listener;
+pub mod proxy;
+pub mod queue_manager;
+pub mod session_driver;
+pub mod tls;
+pub mod users;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::Config;
+use mx6_policy::Routing;
+use mx6_queue::schedule::Schedule;
+use queue_manager::QueueManager;
+use tokio::sync::{watch, Semaphore};
+
+/// State shared by every session.
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub routing: Routing,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub spool: mx6_queue::SpoolHandle,
+    pub queue: QueueManager,
+    pub sessions: Arc<Semaphore>,
+    pub shutdown: watch::Receiver<bool>,
+    session_seq: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_session(&self) -> u64 {
+        self.session_seq.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("data_dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("users file: {0}")]
+    Users(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("spool: {0}")]
+    Spool(#[from] mx6_queue::SpoolError),
+    #[error("listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+}
+
+/// Run the server until `stop` resolves, then shut down gracefully: stop
+/// accepting, let sessions finish the message they are sending (then 421),
+/// and let deliveries in progress complete.
+pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+    let cfg = Arc::new(cfg);
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
+    let users = users::load(&cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
+    let routing = Routing {
+        local_domains: cfg.local.domains.clone(),
+        relay_domains: cfg.relay.domains.clone(),
+        mynetworks: cfg.relay.mynetworks.clone(),
+        users,
+    };
+    let tls = Some(tls::server_config(&cfg)?);
+    let (spool, recovered) = mx6_queue::spool::open(&cfg.path_in_data("spool"))?;
+    if !recovered.is_empty() {
+        tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
+    }
+    let schedule = Schedule { initial: cfg.queue.retry_initial, max: cfg.queue.retry_max, max_age: cfg.queue.max_age };
+    let queue = QueueManager::start(spool.clone(), cfg.data_dir.clone(), cfg.local.maildir.clone(), cfg.hostname.clone(), schedule, recovered);
+
+    let mut bound = Vec::new();
+    for l in &cfg.listener {
+        let sock = listener::bind(l).map_err(|source| ServeError::Bind { address: l.address.to_string(), source })?;
+        tracing::info!(listener = %l.address, kind = "smtp", proxy_protocol = l.proxy_protocol, "listening");
+        bound.push((sock, l.clone()));
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        routing,
+        tls,
+        spool,
+        queue: queue.clone(),
+        sessions: Arc::new(Semaphore::new(cfg.limits.sessions)),
+        shutdown: stop_rx,
+        session_seq: AtomicU64::new(1),
+    });
+    let mut tasks = Vec::new();
+    for (sock, l) in bound {
+        tasks.push(tokio::spawn(listener::serve(sock, l, shared.clone())));
+    }
+    tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), "mx6 ready");
+    stop.await;
+    tracing::info!("shutting down: no new connections; finishing sessions");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Sessions finish their message, then get 421.
+    let all = cfg.limits.sessions as u32;
+    let _ = tokio::time::timeout(Duration::from_secs(30), shared.sessions.acquire_many(all)).await;
+    queue.drain(Duration::from_secs(30)).await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! Configuration: the TOML file of CONTRACT.md, its built-in defaults, and
+//! errors that name the key and the line.
+//!
+//! Every value is checked while it is read (durations, sizes, addresses, CIDRs,
+//! enumerations), so one pass reports the first bad key with its line. Unknown
+//! keys are errors, never ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub listener: Vec<ListenerConfig>,
+    pub tls: TlsConfig,
+    pub local: LocalConfig,
+    pub relay: RelayConfig,
+    pub dns: DnsConfig,
+    pub limits: LimitsConfig,
+    pub queue: QueueConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub kind: ListenerKind,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListenerKind {
+    #[default]
+    Smtp,
+}
+
+impl<'de> Deserialize<'de> for ListenerKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "smtp" => Ok(ListenerKind::Smtp),
+            "submission" | "submissions" => {
+                Err(de::Error::custom(format!("kind `{s}` needs SMTP AUTH, which this version does not have yet; use `smtp`")))
+            }
+            _ => Err(de::Error::custom(format!("unknown listener kind `{s}`; expected smtp, submission or submissions"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    #[serde(deserialize_with = "domains")]
+    pub domains: Vec<String>,
+    pub users_file: String,
+    pub delivery: LocalDelivery,
+    pub maildir: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LocalDelivery {
+    #[default]
+    Maildir,
+}
+
+impl<'de> Deserialize<'de> for LocalDelivery {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "maildir" => Ok(LocalDelivery::Maildir),
+            s if s.starts_with("lmtp:") => Err(de::Error::custom("LMTP delivery is not available in this version; use \"maildir\"")),
+            _ => Err(de::Error::custom(format!("unknown delivery `{s}`; expected \"maildir\""))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    pub mynetworks: Vec<IpNet>,
+    #[serde(deserialize_with = "domains")]
+    pub domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    pub nameservers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub sessions: usize,
+    #[serde(deserialize_with = "size")]
+    pub message_size: usize,
+    pub recipients: usize,
+    /// Error replies in one session before it is closed with 421.
+    pub errors: u32,
+    /// Waiting for a command (RFC 5321 §4.5.3.2.7).
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Waiting for the next block of message data (§4.5.3.2.5).
+    #[serde(deserialize_with = "duration")]
+    pub data_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    #[serde(deserialize_with = "duration")]
+    pub retry_initial: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+}
+
+pub fn system_hostname() -> String {
+    let h = gethostname::gethostname().to_string_lossy().trim().to_lowercase();
+    if h.is_empty() {
+        "localhost".into()
+    } else {
+        h
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: String::new(),
+            data_dir: PathBuf::from("./mx6-data"),
+            listener: Vec::new(),
+            tls: TlsConfig::default(),
+            local: LocalConfig::default(),
+            relay: RelayConfig::default(),
+            dns: DnsConfig::default(),
+            limits: LimitsConfig::default(),
+            queue: QueueConfig::default(),
+        }
+    }
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig { domains: Vec::new(), users_file: "users.toml".into(), delivery: LocalDelivery::Maildir, maildir: "mail/{domain}/{user}".into() }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig { mynetworks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()], domains: Vec::new() }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            sessions: 10000,
+            message_size: 25 << 20,
+            recipients: 100,
+            errors: 20,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { retry_initial: Duration::from_secs(300), retry_max: Duration::from_secs(4 * 3600), max_age: Duration::from_secs(5 * 86400) }
+    }
+}
+
+/// A configuration error: where and what.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the error is not tied to a line.
+    pub line: usize,
+    /// Dotted key path, e.g. `limits.message_size`.
+    pub key: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Load `path`, or the built-in defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut cfg = match path {
+            None => Config::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    file: p.display().to_string(),
+                    line: 0,
+                    key: "(file)".into(),
+                    message: e.to_string(),
+                })?;
+                Config::parse(&text, &p.display().to_string())?
+            }
+        };
+        cfg.fill_defaults();
+        Ok(cfg)
+    }
+
+    /// Parse TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let err = |line: usize, key: String, message: String| ConfigError { file: file.into(), line, key, message };
+        let de = toml::de::Deserializer::parse(text).map_err(|e| err(line_of(text, e.span()), "(syntax)".into(), e.message().to_string()))?;
+        serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_string();
+            // For an unknown key, name the key itself.
+            let key = match message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+                Some(k) if key == "." => k.to_string(),
+                Some(k) => format!("{key}.{k}"),
+                None => key,
+            };
+            err(line_of(text, inner.span()), key.replace("[", ".[").trim_start_matches('.').to_string(), message)
+        })
+    }
+
+    fn fill_defaults(&mut self) {
+        if self.hostname.is_empty() {
+            self.hostname = system_hostname();
+        }
+        self.hostname = self.hostname.trim_end_matches('.').to_lowercase();
+        if self.local.domains.is_empty() {
+            self.local.domains = vec!["localhost".into()];
+            if self.hostname != "localhost" {
+                self.local.domains.push(self.hostname.clone());
+            }
+        }
+        if self.listener.is_empty() {
+            for a in ["[::]:2525", "0.0.0.0:2525"] {
+                self.listener.push(ListenerConfig { address: a.parse().unwrap(), kind: ListenerKind::Smtp, proxy_protocol: false, allow: vec![] });
+            }
+        }
+    }
+
+    /// Checks that need the whole file (run by `config check` and `serve`).
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, l) in self.listener.iter().enumerate() {
+            if !seen.insert(l.address) {
+                errs.push(ConfigError { file: String::new(), line: 0, key: format!("listener[{i}].address"), message: format!("{} is configured twice", l.address) });
+            }
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            errs.push(ConfigError { file: String::new(), line: 0, key: "tls".into(), message: "set both cert and key, or neither".into() });
+        }
+        if !self.local.maildir.contains("{user}") {
+            errs.push(ConfigError { file: String::new(), line: 0, key: "local.maildir".into(), message: "the template must contain {user}".into() });
+        }
+        if self.queue.retry_initial > self.queue.retry_max {
+            errs.push(ConfigError { file: String::new(), line: 0, key: "queue.retry_initial".into(), message: "is longer than queue.retry_max".into() });
+        }
+        errs
+    }
+
+    pub fn path_in_data(&self, rel: &str) -> PathBuf {
+        self.data_dir.join(rel)
+    }
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> usize {
+    match span {
+        Some(s) => text[..s.start.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1,
+        None => 0,
+    }
+}
+
+/// `"300s"`, `"5m"`, `"4h"`, `"5d"`, `"250ms"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration `{s}`; use a number and a unit: \"300s\", \"5m\", \"4h\", \"5d\""))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(format!("invalid duration unit in `{s}`; use ms, s, m, h, d or w")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+/// `"25MiB"`, `"10MB"`, `"512KiB"`, `"1024"` (bytes).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("invalid size `{s}`; use e.g. \"25MiB\""))?;
+    let mul: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("invalid size unit in `{s}`; use B, KiB, MiB, GiB, KB, MB or GB")),
+    };
+    n.checked_mul(mul).ok_or_else(|| format!("size `{s}` is too large"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(de::Error::custom)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum S {
+        N(u64),
+        S(String),
+    }
+    match S::deserialize(d)? {
+        S::N(n) => Ok(n as usize),
+        S::S(s) => parse_size(&s).map_err(de::Error::custom),
+    }
+}
+
+fn domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    v.into_iter()
+        .map(|s| match mx6_smtp::address::parse_domain(&s, true) {
+            Ok(mx6_smtp::address::Domain::Name(n)) => Ok(n),
+            _ => Err(de::Error::custom(format!("`{s}` is not a domain name"))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::parse(
+            r#"
+hostname = "mx.example.org"
+data_dir = "/var/lib/mx6"
+[[listener]]
+address = "[::]:25"
+kind = "smtp"
+proxy_protocol = false
+allow = ["2001:db8::/32", "192.0.2.0/24"]
+[tls]
+cert = "/etc/mx6/cert.pem"
+key = "/etc/mx6/key.pem"
+[local]
+domains = ["Example.ORG."]
+[relay]
+mynetworks = ["127.0.0.0/8", "::1/128"]
+[dns]
+nameservers = ["127.0.0.1:5353", "[::1]:5353"]
+[limits]
+sessions = 100
+message_size = "10MiB"
+recipients = 50
+[queue]
+retry_initial = "5m"
+retry_max = "4h"
+max_age = "5d"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.local.domains, vec!["example.org"]);
+        assert_eq!(c.limits.message_size, 10 << 20);
+        assert_eq!(c.queue.max_age, Duration::from_secs(5 * 86400));
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = Config::parse("hostname = \"x\"\n[limits]\nmessage_size = \"ten\"\n", "f.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "limits.message_size"), "{e}");
+        let e = Config::parse("[limits]\nsessions = 1\nbogus = 2\n", "f.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "limits.bogus"), "{e}");
+        let e = Config::parse("[[listener]]\naddress = \"[::]:25\"\n[[listener]]\naddress = \"nonsense\"\n", "f.toml").unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.key.starts_with("listener"), "{e}");
+        let e = Config::parse("[queue]\nretry_max = \"4x\"\n", "f.toml").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = Config::parse("hostname = \n", "f.toml").unwrap_err();
+        assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn defaults_work_without_a_file() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.listener.len(), 2);
+        assert!(c.local.domains.contains(&"localhost".to_string()));
+        assert_eq!(c.limits.message_size, 25 << 20);
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
+        assert!(parse_duration("5").is_err());
+        assert_eq!(parse_size("1KB").unwrap(), 1000);
+        assert!(parse_size("1TB").is_err());
+    }
+}

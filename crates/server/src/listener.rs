@@ -1,0 +1,83 @@
+//! Listening sockets: one per `[[listener]]`. IPv6 sockets are IPv6-only
+//! (IPV6_V6ONLY), so `[::]:25` and `0.0.0.0:25` are two sockets and every
+//! connection is clearly IPv4 or IPv6. Per connection: the PROXY header when the
+//! listener expects one, the `allow` list, and the global session cap.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mx6_policy::prefix::contains_any;
+use mx6_policy::Family;
+use mx6_smtp::reply;
+use socket2::{Domain, Socket, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::ListenerConfig;
+use crate::Shared;
+
+/// Bind one listener.
+pub fn bind(l: &ListenerConfig) -> std::io::Result<TcpListener> {
+    let addr = l.address;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accept connections until shutdown.
+pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Shared>) {
+    let local = cfg.address;
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(listener = %local, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(async move { connection(stream, peer, cfg, shared).await });
+    }
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, cfg: ListenerConfig, shared: Arc<Shared>) {
+    let (client, pre) = if cfg.proxy_protocol {
+        match crate::proxy::read_header(&mut stream, peer).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::info!(peer = %peer, listener = %cfg.address, error = %e, "connection dropped: PROXY header");
+                return;
+            }
+        }
+    } else {
+        (peer, Vec::new())
+    };
+    let ip = mx6_smtp::address::canonical_ip(client.ip());
+    if !cfg.allow.is_empty() && !contains_any(&cfg.allow, ip) {
+        tracing::info!(client = %ip, family = Family::of(ip).as_str(), listener = %cfg.address, stage = "connect", reason = "not_allowed", "reject: client not in listener allow list");
+        let _ = stream.write_all(&reply::access_denied().to_bytes()).await;
+        return;
+    }
+    let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
+        tracing::warn!(client = %ip, family = Family::of(ip).as_str(), listener = %cfg.address, stage = "connect", reason = "too_many_sessions", "reject: session limit reached");
+        let _ = stream.write_all(&reply::too_many_sessions(&shared.cfg.hostname).to_bytes()).await;
+        return;
+    };
+    crate::session_driver::run(stream, SocketAddr::new(ip, client.port()), cfg.address, pre, shared).await;
+    drop(permit);
+}

@@ -1,0 +1,288 @@
+//! The tokio driver around the sans-IO [`mx6_smtp::Session`]: moves bytes
+//! between the socket and the session, answers its questions (recipient policy,
+//! durable storage), runs the STARTTLS handshake, enforces timeouts, and writes
+//! the session's log lines.
+//!
+//! Replies to pipelined commands are written together, once the session has
+//! consumed all buffered input (RFC 2920 §3.2). Read buffers start small and
+//! grow only while a client sends a lot, so idle sessions stay cheap.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mx6_policy::{decide_recipient, Family, RecipientVerdict, Route};
+use mx6_queue::{QueuedMessage, Recipient};
+use mx6_smtp::address::address_literal;
+use mx6_smtp::received::Received;
+use mx6_smtp::{reply, Answer, Ask, Envelope, Event, Session, SessionConfig, Timeouts};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::queue_manager::Job;
+use crate::Shared;
+
+const MIN_BUF: usize = 1024;
+const MAX_BUF: usize = 64 * 1024;
+
+/// The connection, plain or after STARTTLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Ok(0),
+        }
+    }
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(b).await,
+            Conn::Tls(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+            Conn::Gone => Ok(()),
+        }
+    }
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Conn::Plain(s) => s.shutdown().await,
+            Conn::Tls(s) => s.shutdown().await,
+            Conn::Gone => Ok(()),
+        };
+    }
+}
+
+/// Per-session facts used for answers and logs.
+struct Ctx {
+    id: String,
+    client: IpAddr,
+    family: Family,
+    listener: String,
+    tls: Option<String>,
+    routes: Vec<Route>,
+}
+
+pub async fn run(stream: TcpStream, client: SocketAddr, listener: SocketAddr, pre: Vec<u8>, shared: Arc<Shared>) {
+    let ip = mx6_smtp::address::canonical_ip(client.ip());
+    let family = Family::of(ip);
+    let id = format!("{:x}", shared.next_session());
+    let mut ctx = Ctx { id, client: ip, family, listener: listener.to_string(), tls: None, routes: Vec::new() };
+    tracing::info!(session = %ctx.id, client = %ip, family = family.as_str(), listener = %ctx.listener, "connect");
+    let cfg = &shared.cfg;
+    let scfg = SessionConfig {
+        hostname: cfg.hostname.clone(),
+        client_literal: address_literal(ip),
+        max_message_size: cfg.limits.message_size,
+        max_recipients: cfg.limits.recipients,
+        max_errors: cfg.limits.errors,
+        starttls: shared.tls.is_some(),
+        tls_active: false,
+        timeouts: Timeouts { command: cfg.limits.command_timeout, data_block: cfg.limits.data_timeout },
+    };
+    let mut session = Session::new(scfg, Instant::now());
+    let mut conn = Conn::Plain(stream);
+    let mut out: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; MIN_BUF];
+    let mut shutdown = shared.shutdown.clone();
+    let mut messages = 0u32;
+    let mut pending_input = if pre.is_empty() { None } else { Some(pre) };
+    let end: &str = 'session: loop {
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                Event::Reply(r) => {
+                    if r.code >= 400 {
+                        tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), code = r.code, status = r.status, "reply: {}", r.text());
+                    }
+                    out.extend_from_slice(&r.to_bytes());
+                }
+                Event::Ask(ask) => {
+                    let answer = answer(&mut ctx, &shared, ask, &mut messages).await;
+                    session.answer(answer);
+                }
+                Event::StartTls => {
+                    if conn.write_all(&out).await.is_err() {
+                        break 'session "write error";
+                    }
+                    out.clear();
+                    let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Gone) else { break 'session "TLS state" };
+                    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.clone().expect("STARTTLS offered only with TLS"));
+                    let hs = tokio::time::timeout(std::time::Duration::from_secs(60), acceptor.accept(tcp)).await;
+                    match hs {
+                        Ok(Ok(tls)) => {
+                            let desc = crate::tls::describe(tls.get_ref().1);
+                            tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), tls = %desc, "STARTTLS");
+                            ctx.tls = Some(desc);
+                            conn = Conn::Tls(Box::new(tls));
+                            session.tls_established();
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), error = %e, "TLS handshake failed");
+                            break 'session "TLS handshake failed";
+                        }
+                        Err(_) => break 'session "TLS handshake timeout",
+                    }
+                }
+                Event::Close => {
+                    let _ = conn.write_all(&out).await;
+                    conn.shutdown().await;
+                    break 'session "closed";
+                }
+            }
+        }
+        if let Some(p) = pending_input.take() {
+            session.receive(&p, Instant::now());
+            continue;
+        }
+        if !out.is_empty() {
+            if conn.write_all(&out).await.is_err() {
+                break 'session "write error";
+            }
+            out.clear();
+        }
+        let deadline = session.deadline().map(tokio::time::Instant::from_std);
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stopping = *shutdown.borrow();
+        tokio::select! {
+            r = conn.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    if session.in_message() {
+                        tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), "lost connection during message transfer; nothing kept");
+                    }
+                    break 'session "client disconnected";
+                }
+                Ok(n) => {
+                    session.receive(&buf[..n], Instant::now());
+                    if n == buf.len() && buf.len() < MAX_BUF {
+                        buf.resize(buf.len() * 2, 0);
+                    }
+                }
+            },
+            _ = sleep => {
+                session.handle_timeout(Instant::now());
+            }
+            _ = shutdown.changed(), if !stopping => {}
+        }
+        if *shutdown.borrow() && !session.in_message() && !session.is_closed() {
+            let _ = conn.write_all(&out).await;
+            out.clear();
+            let _ = conn.write_all(&reply::service_unavailable(&shared.cfg.hostname).to_bytes()).await;
+            conn.shutdown().await;
+            break 'session "server shutting down";
+        }
+    };
+    tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), messages, "disconnect: {end}");
+}
+
+async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u32) -> Answer {
+    match ask {
+        Ask::Helo { .. } => Answer::Accept,
+        Ask::Mail { .. } => {
+            ctx.routes.clear();
+            Answer::Accept
+        }
+        Ask::Rcpt { to, from } => match decide_recipient(&shared.routing, ctx.client, &to) {
+            RecipientVerdict::Accept(route) => {
+                ctx.routes.push(route);
+                Answer::Accept
+            }
+            RecipientVerdict::Reject { reason, reply } => {
+                tracing::info!(
+                    session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "rcpt", reason,
+                    from = %from, to = %to, "reject: {}", reply.text()
+                );
+                Answer::Reject(reply)
+            }
+        },
+        Ask::Message(env) => {
+            let r = store(ctx, shared, env).await;
+            if matches!(r, Answer::Queued(_)) {
+                *messages += 1;
+            }
+            r
+        }
+    }
+}
+
+async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
+    let id = mx6_queue::id::next();
+    let rcpts: Vec<Recipient> = env
+        .rcpts
+        .iter()
+        .zip(ctx.routes.iter())
+        .map(|(m, route)| Recipient {
+            address: m.to_string(),
+            local: match route {
+                Route::Local { user, domain } => Some((user.clone(), domain.clone())),
+                Route::Relay => None,
+            },
+        })
+        .collect();
+    if rcpts.len() != env.rcpts.len() {
+        tracing::error!(session = %ctx.id, "recipient routes out of step with the transaction");
+        return Answer::Reject(reply::storage_failure());
+    }
+    let single = (rcpts.len() == 1).then(|| rcpts[0].address.clone());
+    let received = Received {
+        helo: &env.helo,
+        rdns: None,
+        client: ctx.client,
+        hostname: &shared.cfg.hostname,
+        protocol: env.protocol,
+        queue_id: &id,
+        tls: ctx.tls.as_deref(),
+        single_rcpt: single.as_deref(),
+        date: chrono::Utc::now(),
+    }
+    .render();
+    let mut body = Vec::with_capacity(received.len() + env.data.len());
+    body.extend_from_slice(received.as_bytes());
+    body.extend_from_slice(&env.data);
+    let body = Arc::new(body);
+    let from = env.from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let msg = QueuedMessage {
+        id: id.clone(),
+        from,
+        rcpts,
+        received: chrono::Utc::now().timestamp(),
+        client: ctx.client.to_string(),
+        helo: env.helo.clone(),
+        smtputf8: env.params.smtputf8,
+    };
+    match shared.spool.append(&msg, body.clone()).await {
+        Ok(loc) => {
+            tracing::info!(
+                session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), queue_id = %id,
+                from = %format!("<{}>", msg.from), size = body.len(), nrcpt = msg.rcpts.len(), protocol = env.protocol,
+                "queued"
+            );
+            let n = msg.rcpts.len();
+            shared.queue.submit(Job {
+                msg: Arc::new(msg),
+                loc,
+                body: Some(body),
+                done: vec![false; n],
+                failures: 0,
+                recovered: false,
+                enqueued: Instant::now(),
+            });
+            Answer::Queued(id)
+        }
+        Err(e) => {
+            tracing::error!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), error = %e, "spool write failed");
+            Answer::Reject(reply::storage_failure())
+        }
+    }
+}

@@ -233,8 +233,8 @@ impl Config {
             // For an unknown key, name the key itself.
             let key = match message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
                 Some(k) if key == "." => k.to_string(),
-                Some(k) => format!("{key}.{k}"),
-                None => key,
+                Some(k) if key != k && !key.ends_with(&format!(".{k}")) => format!("{key}.{k}"),
+                _ => key,
             };
             err(line_of(text, inner.span()), key.replace("[", ".[").trim_start_matches('.').to_string(), message)
         })

@@ -1,0 +1,238 @@
+//! Helpers for the end-to-end tests: start the real `mx6` binary on loopback
+//! with a test configuration, talk to it with real clients (swaks, Python's
+//! smtplib) or a raw socket, and read what landed in the Maildirs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn mx6_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mx6")
+}
+
+pub fn free_port() -> u16 {
+    // Both families must be free on the same port.
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if TcpListener::bind(("::1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+pub struct Server {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub proxy_port: u16,
+    pub config: PathBuf,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Start with listeners on [::1]:port and 127.0.0.1:port (plain SMTP) and
+    /// [::1]:proxy_port (PROXY protocol), plus `extra` TOML appended.
+    pub fn start(name: &str, extra: &str) -> Server {
+        let dir = std::env::temp_dir().join(format!("mx6-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let proxy_port = free_port();
+        let config = dir.join("mx6.toml");
+        let text = format!(
+            r#"hostname = "mx.test"
+data_dir = "{data}"
+[[listener]]
+address = "[::1]:{port}"
+[[listener]]
+address = "127.0.0.1:{port}"
+[[listener]]
+address = "[::1]:{proxy_port}"
+proxy_protocol = true
+{extra}
+"#,
+            data = dir.join("data").display(),
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut s = Server { dir: dir.clone(), port, proxy_port, config, child: None, log: dir.join("mx6.log") };
+        s.spawn(&[]);
+        s
+    }
+
+    pub fn spawn(&mut self, args: &[&str]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = Command::new(mx6_bin());
+        cmd.arg("serve").arg("--config").arg(&self.config).args(args).stdout(Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn().expect("start mx6"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("::1", self.port)).is_ok() && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mx6 exited early with {st}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mx6 did not start listening; log:\n{}", self.log_text());
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        None
+    }
+
+    /// Files in a mailbox's new/ directory, waiting up to 10 s for `want` of them.
+    pub fn wait_mail(&self, user: &str, domain: &str, want: usize) -> Vec<PathBuf> {
+        let dir = self.data().join("mail").join(domain).join(user).join("new");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let files = list(&dir);
+            if files.len() >= want || Instant::now() > deadline {
+                return files;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn mail_texts(&self, user: &str, domain: &str, want: usize) -> Vec<String> {
+        self.wait_mail(user, domain, want).iter().map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned()).collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn list(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// All files under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for p in list(&d) {
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn swaks(args: &[&str]) -> Output {
+    Command::new("swaks").args(args).output().expect("swaks is installed (scripts/test.sh installs it)")
+}
+
+pub fn swaks_ok(args: &[&str]) -> String {
+    let out = swaks(args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "swaks {args:?} failed:\n{text}");
+    text
+}
+
+/// A raw SMTP client for conversations no ordinary client would have.
+pub struct Raw {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let w = s.try_clone().unwrap();
+        Raw { r: BufReader::new(s), w }
+    }
+
+    /// Connect and consume the greeting.
+    pub fn open(addr: SocketAddr) -> Raw {
+        let mut r = Raw::connect(addr);
+        let g = r.reply();
+        assert!(g.starts_with("220 "), "greeting: {g}");
+        r
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).unwrap();
+    }
+
+    /// One whole reply (all lines), or "" at EOF.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            match self.r.read_line(&mut line) {
+                Ok(0) | Err(_) => return all,
+                Ok(_) => {}
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// True when the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.r.read(&mut b), Ok(0))
+    }
+}
+
+pub fn v6(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port))
+}
+
+pub fn v4(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}

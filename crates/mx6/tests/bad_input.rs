@@ -21,7 +21,9 @@ fn end_of_data_variants_never_end_or_smuggle() {
             assert!(c.cmd("DATA").starts_with("354"));
             let mut m = format!("Subject: smuggle {i}\r\n\r\nhello").into_bytes();
             m.extend_from_slice(variant);
-            m.extend_from_slice(b"MAIL FROM:<admin@mx.test>\r\nRCPT TO:<smuggled@mx.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nowned\r\n.\r\n");
+            m.extend_from_slice(
+                b"MAIL FROM:<admin@mx.test>\r\nRCPT TO:<smuggled@mx.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nowned\r\n.\r\n",
+            );
             c.send(&m);
             // The only end of data is the real CRLF.CRLF above; the whole thing is refused.
             assert_eq!(c.reply(), "550 5.5.2 Error: bare <CR> or <LF> in message data; lines must end with <CR><LF>\r\n");

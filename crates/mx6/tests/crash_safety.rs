@@ -24,7 +24,7 @@ struct Record {
 fn client(port: u16, t: usize, stop: Arc<Mutex<bool>>, rec: Arc<Mutex<Record>>) {
     let mut seq = 0;
     while !*stop.lock().unwrap() {
-        let addr = if t % 2 == 0 { v6(port) } else { v4(port) };
+        let addr = if t.is_multiple_of(2) { v6(port) } else { v4(port) };
         let Ok(s) = std::net::TcpStream::connect(addr) else { return };
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let w = s.try_clone().unwrap();
@@ -124,6 +124,12 @@ fn sigkill_under_load_loses_nothing_and_duplicates_nothing() {
         assert!(rec.acked.contains(t) || rec.maybe.contains(t), "{t} was never completely sent but was delivered");
     }
     let missing: Vec<_> = rec.acked.iter().filter(|t| !seen.contains_key(*t)).collect();
-    assert!(missing.is_empty(), "{} acknowledged messages lost, e.g. {:?}; log:\n{}", missing.len(), &missing[..missing.len().min(5)], s.log_text());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}; log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        s.log_text()
+    );
     eprintln!("acked {}, ambiguous {}, delivered {}", rec.acked.len(), rec.maybe.len(), seen.len());
 }

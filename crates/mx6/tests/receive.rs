@@ -10,7 +10,18 @@ fn swaks_plain_over_both_families() {
     let s = Server::start("plain", "");
     for (host, literal) in [("::1", "[IPv6:::1]"), ("127.0.0.1", "[127.0.0.1]")] {
         let user = if host == "::1" { "six" } else { "four" };
-        let out = swaks_ok(&["--server", host, "--port", &s.port.to_string(), "--from", "a@example.org", "--to", &format!("{user}@mx.test"), "--helo", "client.example"]);
+        let out = swaks_ok(&[
+            "--server",
+            host,
+            "--port",
+            &s.port.to_string(),
+            "--from",
+            "a@example.org",
+            "--to",
+            &format!("{user}@mx.test"),
+            "--helo",
+            "client.example",
+        ]);
         assert!(out.contains("250 2.0.0 Ok: queued as"), "{out}");
         let mails = s.mail_texts(user, "mx.test", 1);
         assert_eq!(mails.len(), 1, "{user}: {}", s.log_text());
@@ -97,14 +108,50 @@ fn relay_is_refused_for_strangers_and_proxy_address_is_used() {
     let port = s.proxy_port.to_string();
     // A stranger (address from the PROXY header) may send to us, not through us.
     let out = swaks(&[
-        "--server", "::1", "--port", &port, "--proxy-version", "2", "--proxy-family", "AF_INET6", "--proxy-protocol", "STREAM", "--proxy-source", "2001:db8::5",
-        "--proxy-source-port", "40000", "--proxy-dest", "::1", "--proxy-dest-port", &port, "--to", "x@other.test",
+        "--server",
+        "::1",
+        "--port",
+        &port,
+        "--proxy-version",
+        "2",
+        "--proxy-family",
+        "AF_INET6",
+        "--proxy-protocol",
+        "STREAM",
+        "--proxy-source",
+        "2001:db8::5",
+        "--proxy-source-port",
+        "40000",
+        "--proxy-dest",
+        "::1",
+        "--proxy-dest-port",
+        &port,
+        "--to",
+        "x@other.test",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("<** 554 5.7.1 Relay access denied"), "{text}");
     let out = swaks_ok(&[
-        "--server", "::1", "--port", &port, "--proxy-version", "1", "--proxy-family", "TCP6", "--proxy-source", "2001:db8::5",
-        "--proxy-source-port", "40000", "--proxy-dest", "::1", "--proxy-dest-port", &port, "--to", "p@mx.test", "--helo", "h.example",
+        "--server",
+        "::1",
+        "--port",
+        &port,
+        "--proxy-version",
+        "1",
+        "--proxy-family",
+        "TCP6",
+        "--proxy-source",
+        "2001:db8::5",
+        "--proxy-source-port",
+        "40000",
+        "--proxy-dest",
+        "::1",
+        "--proxy-dest-port",
+        &port,
+        "--to",
+        "p@mx.test",
+        "--helo",
+        "h.example",
     ]);
     assert!(out.contains("250 2.0.0 Ok: queued"));
     let m = &s.mail_texts("p", "mx.test", 1)[0];
@@ -219,7 +266,11 @@ fn config_check_names_key_and_line() {
     std::fs::write(&p, "[relay]\nmynetwork = []\n").unwrap();
     let out = std::process::Command::new(mx6_bin()).args(["config", "check", "--config"]).arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(":2: relay.mynetwork: unknown field"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":2: relay.mynetwork: unknown field"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // serve refuses the same file.
     let out = std::process::Command::new(mx6_bin()).args(["serve", "--config"]).arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -114,6 +114,9 @@ mod tests {
         assert!(matches!(decide_recipient(&r, stranger, &rcpt("x@[192.0.2.1]")), RecipientVerdict::Reject { reason: "relay_denied", .. }));
         assert_eq!(decide_recipient(&r, stranger, &rcpt("x@backup.test")), RecipientVerdict::Accept(Route::Relay));
         assert_eq!(decide_recipient(&r, "::1".parse().unwrap(), &rcpt("x@other.test")), RecipientVerdict::Accept(Route::Relay));
-        assert_eq!(decide_recipient(&r, "::ffff:127.0.0.1".parse().unwrap(), &rcpt("x@other.test")), RecipientVerdict::Accept(Route::Relay));
+        assert_eq!(
+            decide_recipient(&r, "::ffff:127.0.0.1".parse().unwrap(), &rcpt("x@other.test")),
+            RecipientVerdict::Accept(Route::Relay)
+        );
     }
 }

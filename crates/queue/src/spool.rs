@@ -368,11 +368,8 @@ impl Committer {
                 hi += 1;
             }
         }
-        let seg_result = if seg_buf.is_empty() {
-            Ok(())
-        } else {
-            write_all_vectored(&mut self.seg, &mut seg_buf).and_then(|_| self.seg.sync_data())
-        };
+        let seg_result =
+            if seg_buf.is_empty() { Ok(()) } else { write_all_vectored(&mut self.seg, &mut seg_buf).and_then(|_| self.seg.sync_data()) };
         let done_result =
             if done_text.is_empty() { Ok(()) } else { self.done.write_all(done_text.as_bytes()).and_then(|_| self.done.sync_data()) };
         drop(seg_buf);
@@ -452,7 +449,8 @@ pub fn inspect(dir: &Path) -> Result<Vec<Recovered>, SpoolError> {
         return Ok(out);
     }
     let done = read_done_log(&dir.join("done.log"))?;
-    let mut segs: Vec<PathBuf> = fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect();
+    let mut segs: Vec<PathBuf> =
+        fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect();
     segs.sort();
     for p in segs {
         let n = p.file_stem().and_then(|s| s.to_str()).and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0);
@@ -462,7 +460,11 @@ pub fn inspect(dir: &Path) -> Result<Vec<Recovered>, SpoolError> {
             if let Ok(message) = serde_json::from_slice::<QueuedMessage>(env) {
                 let done_idx: Vec<usize> = (0..message.rcpts.len()).filter(|i| done.contains_key(&(message.id.clone(), *i))).collect();
                 if done_idx.len() < message.rcpts.len() {
-                    out.push(Recovered { message, location: Location { segment: n, offset: (pos + body_off) as u64, len: body_len as u64 }, done: done_idx });
+                    out.push(Recovered {
+                        message,
+                        location: Location { segment: n, offset: (pos + body_off) as u64, len: body_len as u64 },
+                        done: done_idx,
+                    });
                 }
             }
             pos += total;

@@ -162,7 +162,12 @@ impl Default for Config {
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        LocalConfig { domains: Vec::new(), users_file: "users.toml".into(), delivery: LocalDelivery::Maildir, maildir: "mail/{domain}/{user}".into() }
+        LocalConfig {
+            domains: Vec::new(),
+            users_file: "users.toml".into(),
+            delivery: LocalDelivery::Maildir,
+            maildir: "mail/{domain}/{user}".into(),
+        }
     }
 }
 
@@ -187,7 +192,11 @@ impl Default for LimitsConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { retry_initial: Duration::from_secs(300), retry_max: Duration::from_secs(4 * 3600), max_age: Duration::from_secs(5 * 86400) }
+        QueueConfig {
+            retry_initial: Duration::from_secs(300),
+            retry_max: Duration::from_secs(4 * 3600),
+            max_age: Duration::from_secs(5 * 86400),
+        }
     }
 }
 
@@ -225,7 +234,8 @@ impl Config {
     /// Parse TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let err = |line: usize, key: String, message: String| ConfigError { file: file.into(), line, key, message };
-        let de = toml::de::Deserializer::parse(text).map_err(|e| err(line_of(text, e.span()), "(syntax)".into(), e.message().to_string()))?;
+        let de =
+            toml::de::Deserializer::parse(text).map_err(|e| err(line_of(text, e.span()), "(syntax)".into(), e.message().to_string()))?;
         serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
@@ -253,7 +263,12 @@ impl Config {
         }
         if self.listener.is_empty() {
             for a in ["[::]:2525", "0.0.0.0:2525"] {
-                self.listener.push(ListenerConfig { address: a.parse().unwrap(), kind: ListenerKind::Smtp, proxy_protocol: false, allow: vec![] });
+                self.listener.push(ListenerConfig {
+                    address: a.parse().unwrap(),
+                    kind: ListenerKind::Smtp,
+                    proxy_protocol: false,
+                    allow: vec![],
+                });
             }
         }
     }
@@ -264,17 +279,32 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, l) in self.listener.iter().enumerate() {
             if !seen.insert(l.address) {
-                errs.push(ConfigError { file: String::new(), line: 0, key: format!("listener[{i}].address"), message: format!("{} is configured twice", l.address) });
+                errs.push(ConfigError {
+                    file: String::new(),
+                    line: 0,
+                    key: format!("listener[{i}].address"),
+                    message: format!("{} is configured twice", l.address),
+                });
             }
         }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             errs.push(ConfigError { file: String::new(), line: 0, key: "tls".into(), message: "set both cert and key, or neither".into() });
         }
         if !self.local.maildir.contains("{user}") {
-            errs.push(ConfigError { file: String::new(), line: 0, key: "local.maildir".into(), message: "the template must contain {user}".into() });
+            errs.push(ConfigError {
+                file: String::new(),
+                line: 0,
+                key: "local.maildir".into(),
+                message: "the template must contain {user}".into(),
+            });
         }
         if self.queue.retry_initial > self.queue.retry_max {
-            errs.push(ConfigError { file: String::new(), line: 0, key: "queue.retry_initial".into(), message: "is longer than queue.retry_max".into() });
+            errs.push(ConfigError {
+                file: String::new(),
+                line: 0,
+                key: "queue.retry_initial".into(),
+                message: "is longer than queue.retry_max".into(),
+            });
         }
         errs
     }

@@ -79,7 +79,8 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
     }
     let schedule = Schedule { initial: cfg.queue.retry_initial, max: cfg.queue.retry_max, max_age: cfg.queue.max_age };
-    let queue = QueueManager::start(spool.clone(), cfg.data_dir.clone(), cfg.local.maildir.clone(), cfg.hostname.clone(), schedule, recovered);
+    let queue =
+        QueueManager::start(spool.clone(), cfg.data_dir.clone(), cfg.local.maildir.clone(), cfg.hostname.clone(), schedule, recovered);
 
     let mut bound = Vec::new();
     for l in &cfg.listener {

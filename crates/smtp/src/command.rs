@@ -11,10 +11,18 @@ use crate::address::{parse_domain, parse_path, AddressError, Domain, Path};
 pub enum Command {
     Ehlo(HeloArg),
     Helo(HeloArg),
-    Mail { path: Path, params: MailParams },
-    Rcpt { path: Path },
+    Mail {
+        path: Path,
+        params: MailParams,
+    },
+    Rcpt {
+        path: Path,
+    },
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -125,8 +133,12 @@ fn mail(arg: &str) -> Result<Command, CommandError> {
         };
         match (k.to_ascii_uppercase().as_str(), v) {
             ("SIZE", Some(v)) => {
-                params.size =
-                    Some(v.parse().ok().filter(|_| v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit())).ok_or(CommandError::Syntax("SIZE=number"))?)
+                params.size = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|_| v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()))
+                        .ok_or(CommandError::Syntax("SIZE=number"))?,
+                )
             }
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => params.body_8bit = true,
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => params.body_8bit = false,

@@ -23,11 +23,7 @@ pub struct Received<'a> {
 }
 
 fn clean(s: &str) -> String {
-    let c: String = s
-        .chars()
-        .map(|c| if c.is_control() || c.is_whitespace() || "();\\".contains(c) { '_' } else { c })
-        .take(255)
-        .collect();
+    let c: String = s.chars().map(|c| if c.is_control() || c.is_whitespace() || "();\\".contains(c) { '_' } else { c }).take(255).collect();
     if c.is_empty() {
         "unknown".into()
     } else {

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use memchr::memchr;
 
+use crate::address::AddressError;
 use crate::address::{Mailbox, Path};
 use crate::command::{self, Command, CommandError, HeloArg, MailParams};
 use crate::data::{check_chunked, ContentError, DataDecoder};
-use crate::address::AddressError;
 use crate::reply::{self, Reply};
 
 /// Longest command line we read (RFC 5321 §4.5.3.1.4 asks for at least 512;
@@ -76,9 +76,18 @@ pub enum Event {
 
 #[derive(Debug)]
 pub enum Ask {
-    Helo { arg: HeloArg, esmtp: bool },
-    Mail { from: Path, params: MailParams },
-    Rcpt { to: Mailbox, from: Path },
+    Helo {
+        arg: HeloArg,
+        esmtp: bool,
+    },
+    Mail {
+        from: Path,
+        params: MailParams,
+    },
+    Rcpt {
+        to: Mailbox,
+        from: Path,
+    },
     /// A complete message: store it durably and answer `Queued(id)` (RFC 5321 §4.1.1.4:
     /// the 250 means we took responsibility).
     Message(Envelope),
@@ -115,7 +124,12 @@ enum State {
     Data(Box<DataDecoder>),
     /// Reading `remaining` octets of a BDAT chunk; `keep` = append to the message;
     /// `reply` = the command failed, answer this once the chunk is read.
-    Bdat { remaining: u64, last: bool, keep: bool, reply: Option<Reply> },
+    Bdat {
+        remaining: u64,
+        last: bool,
+        keep: bool,
+        reply: Option<Reply>,
+    },
     /// A question is open.
     Waiting,
     /// STARTTLS answered; waiting for the handshake.

@@ -71,9 +71,7 @@ impl Harness {
                 Event::StartTls => self.tls_pending = true,
                 Event::Ask(ask) => {
                     let a = match ask {
-                        Ask::Rcpt { to, .. } if to.domain.to_string() == "refuse.test" => {
-                            Answer::Reject(mx6_smtp::reply::unknown_user())
-                        }
+                        Ask::Rcpt { to, .. } if to.domain.to_string() == "refuse.test" => Answer::Reject(mx6_smtp::reply::unknown_user()),
                         Ask::Message(env) => {
                             self.queued += 1;
                             self.messages.push(env.data);
@@ -95,14 +93,7 @@ impl Harness {
 
 fn run_script(name: &str, text: &str) {
     let now = Instant::now();
-    let mut h = Harness {
-        s: Session::new(config(), now),
-        queued: 0,
-        closed: false,
-        tls_pending: false,
-        out: vec![],
-        messages: vec![],
-    };
+    let mut h = Harness { s: Session::new(config(), now), queued: 0, closed: false, tls_pending: false, out: vec![], messages: vec![] };
     h.drain();
     let mut expected: Vec<(usize, String)> = Vec::new();
     let mut pending_write: Vec<u8> = Vec::new();

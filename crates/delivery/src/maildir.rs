@@ -90,32 +90,92 @@ pub fn find_existing(dir: &Path, name: &str) -> Option<PathBuf> {
     })
 }
 
-/// Deliver `header` followed by `body` into the Maildir `dir` (created when
-/// missing) under `name`. With `check_existing`, an earlier delivery under the
-/// same name counts as done.
+/// One message for one mailbox.
+pub struct Item<'a> {
+    /// The Maildir (created when missing).
+    pub dir: PathBuf,
+    /// File name from [`file_name`].
+    pub name: String,
+    /// Per-recipient header lines (Return-Path, Delivered-To).
+    pub header: Vec<u8>,
+    pub body: &'a [u8],
+    /// An earlier delivery under the same name counts as done (after a restart).
+    pub check_existing: bool,
+}
+
+/// Deliver `header` followed by `body` into the Maildir `dir` under `name`.
 pub fn deliver(dir: &Path, name: &str, header: &[u8], body: &[u8], check_existing: bool) -> Result<Outcome, MaildirError> {
-    ensure(dir)?;
-    if check_existing {
-        if let Some(p) = find_existing(dir, name) {
-            return Ok(Outcome::AlreadyDelivered(p));
+    let item = Item { dir: dir.to_path_buf(), name: name.to_string(), header: header.to_vec(), body, check_existing };
+    deliver_batch(std::slice::from_ref(&item)).pop().expect("one result per item")
+}
+
+/// Deliver many messages with group commit: write every file into `tmp/`, fsync
+/// them (after the first, the journal commit has usually covered the rest),
+/// rename each into `new/`, then fsync each `new/` directory once. Every item
+/// gets its own result, in order; a failure leaves no file behind.
+pub fn deliver_batch(items: &[Item<'_>]) -> Vec<Result<Outcome, MaildirError>> {
+    let mut results: Vec<Option<Result<Outcome, MaildirError>>> = Vec::with_capacity(items.len());
+    let mut files: Vec<Option<File>> = Vec::with_capacity(items.len());
+    // 1. write
+    for it in items {
+        let r = (|| {
+            ensure(&it.dir)?;
+            if it.check_existing {
+                if let Some(p) = find_existing(&it.dir, &it.name) {
+                    return Ok(Err(Outcome::AlreadyDelivered(p)));
+                }
+            }
+            let tmp = it.dir.join("tmp").join(&it.name);
+            let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(&it.header).and_then(|_| f.write_all(it.body)).map_err(io_err(&tmp))?;
+            Ok(Ok(f))
+        })();
+        match r {
+            Ok(Ok(f)) => {
+                files.push(Some(f));
+                results.push(None);
+            }
+            Ok(Err(done)) => {
+                files.push(None);
+                results.push(Some(Ok(done)));
+            }
+            Err(e) => {
+                files.push(None);
+                let _ = fs::remove_file(items[results.len()].dir.join("tmp").join(&items[results.len()].name));
+                results.push(Some(Err(e)));
+            }
         }
     }
-    let tmp = dir.join("tmp").join(name);
-    let new = dir.join("new").join(name);
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        f.write_all(header)?;
-        f.write_all(body)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &new)?;
-        File::open(dir.join("new"))?.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(MaildirError::Io { path: new, source: e });
+    // 2. make the contents durable, 3. publish
+    let mut dirs: Vec<&Path> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let Some(f) = files[i].take() else { continue };
+        let tmp = it.dir.join("tmp").join(&it.name);
+        let new = it.dir.join("new").join(&it.name);
+        match f.sync_all().and_then(|_| fs::rename(&tmp, &new)) {
+            Ok(()) => {
+                results[i] = Some(Ok(Outcome::Delivered(new)));
+                if !dirs.contains(&it.dir.as_path()) {
+                    dirs.push(&it.dir);
+                }
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                results[i] = Some(Err(MaildirError::Io { path: new, source: e }));
+            }
+        }
     }
-    Ok(Outcome::Delivered(new))
+    // 4. make the renames durable
+    for d in dirs {
+        if let Err(e) = File::open(d.join("new")).and_then(|f| f.sync_all()) {
+            for (i, it) in items.iter().enumerate() {
+                if it.dir == d && matches!(results[i], Some(Ok(Outcome::Delivered(_)))) {
+                    results[i] = Some(Err(MaildirError::Io { path: d.join("new"), source: io::Error::new(e.kind(), e.to_string()) }));
+                }
+            }
+        }
+    }
+    results.into_iter().map(|r| r.expect("every item has a result")).collect()
 }
 
 #[cfg(test)]

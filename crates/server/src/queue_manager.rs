@@ -17,8 +17,10 @@ use mx6_queue::schedule::Schedule;
 use mx6_queue::{DoneEntry, DoneStatus, Location, QueuedMessage, Recovered, SpoolHandle};
 use tokio::sync::{mpsc, Semaphore};
 
-/// Deliveries running at once.
-const CONCURRENCY: usize = 64;
+/// Delivery batches running at once: one writes while the other waits on fsync.
+const CONCURRENCY: usize = 2;
+/// Most jobs in one batch.
+const MAX_BATCH: usize = 256;
 
 pub struct Job {
     pub msg: Arc<QueuedMessage>,
@@ -76,11 +78,19 @@ impl QueueManager {
         }
         let sem = running.clone();
         tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
+            while let Some(first) = rx.recv().await {
                 let Ok(permit) = sem.clone().acquire_owned().await else { break };
+                // Whatever arrived while the workers were busy goes in one batch.
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => batch.push(j),
+                        Err(_) => break,
+                    }
+                }
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    deliver(&ctx, job).await;
+                    deliver_batch(&ctx, batch).await;
                     drop(permit);
                 });
             }
@@ -102,99 +112,128 @@ impl QueueManager {
     }
 }
 
-async fn deliver(ctx: &Arc<Ctx>, mut job: Job) {
-    let body = match job.body.take() {
-        Some(b) => b,
-        None => {
-            let spool = ctx.spool.clone();
-            let loc = job.loc;
-            match tokio::task::spawn_blocking(move || spool.read_body(&loc)).await {
-                Ok(Ok(b)) => Arc::new(b),
-                other => {
-                    let err = match other {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                        Ok(Ok(_)) => unreachable!(),
+/// What happened to one job's local recipients in a batch.
+struct JobResult {
+    job: Job,
+    read_error: Option<String>,
+    outcomes: Vec<(usize, Result<maildir::Outcome, maildir::MaildirError>)>,
+}
+
+/// Deliver a batch of jobs: one blocking pass writes every Maildir file with
+/// group commit, then one spool write records every outcome.
+async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
+    let ctx2 = ctx.clone();
+    let results = match tokio::task::spawn_blocking(move || write_batch(&ctx2, jobs)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "delivery worker failed; messages stay queued until restart");
+            return;
+        }
+    };
+    let mut entries = Vec::new();
+    let mut retries = Vec::new();
+    for JobResult { mut job, read_error, outcomes } in results {
+        if let Some(err) = read_error {
+            tracing::error!(queue_id = %job.msg.id, error = %err, "can not read message from the spool; will retry");
+            retries.push(job);
+            continue;
+        }
+        let mut failed = false;
+        let before = entries.len();
+        for (i, r) in outcomes {
+            match r {
+                Ok(outcome) => {
+                    job.done[i] = true;
+                    entries.push(DoneEntry { id: job.msg.id.clone(), rcpt: i, status: DoneStatus::Delivered, release: None });
+                    let (path, note) = match &outcome {
+                        maildir::Outcome::Delivered(p) => (p, "delivered to maildir"),
+                        maildir::Outcome::AlreadyDelivered(p) => (p, "already delivered to maildir before a restart"),
                     };
-                    tracing::error!(queue_id = %job.msg.id, error = %err, "can not read message from the spool; will retry");
-                    retry(ctx, job, None);
-                    return;
+                    tracing::info!(
+                        queue_id = %job.msg.id,
+                        to = %job.msg.rcpts[i].address,
+                        relay = "local",
+                        delay = format!("{:.3}", job.enqueued.elapsed().as_secs_f64()),
+                        status = "sent",
+                        file = %path.display(),
+                        "{note}"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(queue_id = %job.msg.id, to = %job.msg.rcpts[i].address, relay = "local", status = "deferred", error = %e, "local delivery failed");
+                    failed = true;
                 }
             }
         }
-    };
-    let todo: Vec<usize> = (0..job.msg.rcpts.len()).filter(|&i| !job.done[i] && job.msg.rcpts[i].local.is_some()).collect();
-    let msg = job.msg.clone();
-    let ctx2 = ctx.clone();
-    let body2 = body.clone();
-    let check = job.recovered || job.failures > 0;
-    let results = tokio::task::spawn_blocking(move || {
-        let arrival = mx6_queue::id::micros(&msg.id).unwrap_or(0);
-        todo.into_iter()
-            .map(|i| {
-                let r = &msg.rcpts[i];
-                let (user, domain) = r.local.as_ref().expect("filtered to local recipients");
-                let dir = maildir::mailbox_dir(&ctx2.data_dir, &ctx2.maildir, user, domain);
-                let name = maildir::file_name(arrival, &msg.id, i, &ctx2.hostname);
-                let header = format!("Return-Path: <{}>\r\nDelivered-To: {}\r\n", msg.from, r.address);
-                (i, maildir::deliver(&dir, &name, header.as_bytes(), &body2, check))
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-
-    let mut entries = Vec::new();
-    let mut failed = Vec::new();
-    for (i, r) in results {
-        match r {
-            Ok(outcome) => {
-                job.done[i] = true;
-                entries.push(DoneEntry { id: job.msg.id.clone(), rcpt: i, status: DoneStatus::Delivered, release: None });
-                let (path, note) = match &outcome {
-                    maildir::Outcome::Delivered(p) => (p, "delivered to maildir"),
-                    maildir::Outcome::AlreadyDelivered(p) => (p, "already delivered to maildir before a restart"),
-                };
-                tracing::info!(
-                    queue_id = %job.msg.id,
-                    to = %job.msg.rcpts[i].address,
-                    relay = "local",
-                    delay = format!("{:.3}", job.enqueued.elapsed().as_secs_f64()),
-                    status = "sent",
-                    file = %path.display(),
-                    "{note}"
-                );
-            }
-            Err(e) => {
-                tracing::warn!(queue_id = %job.msg.id, to = %job.msg.rcpts[i].address, relay = "local", status = "deferred", error = %e, "local delivery failed");
-                failed.push(i);
+        if entries.len() > before && job.done.iter().all(|d| *d) {
+            if let Some(last) = entries.last_mut() {
+                last.release = Some(job.loc.segment);
             }
         }
-    }
-    if !entries.is_empty() && job.done.iter().all(|d| *d) {
-        if let Some(last) = entries.last_mut() {
-            last.release = Some(job.loc.segment);
+        let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && job.msg.rcpts[i].local.is_none());
+        if relay_open && job.failures == 0 && !job.recovered {
+            for r in job.msg.rcpts.iter().filter(|r| r.local.is_none()) {
+                tracing::info!(queue_id = %job.msg.id, to = %r.address, status = "deferred", "waiting in the queue: outbound delivery is not available in this version");
+            }
+        }
+        if failed {
+            retries.push(job);
         }
     }
     if !entries.is_empty() {
         if let Err(e) = ctx.spool.done(entries).await {
             // The deliveries happened; the record of them did not. After a
             // restart the Maildir file names show they are done.
-            tracing::error!(queue_id = %job.msg.id, error = %e, "could not record delivery outcome");
+            tracing::error!(error = %e, "could not record delivery outcomes");
         }
     }
-    let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && job.msg.rcpts[i].local.is_none());
-    if relay_open && job.failures == 0 && !job.recovered {
-        for r in job.msg.rcpts.iter().filter(|r| r.local.is_none()) {
-            tracing::info!(queue_id = %job.msg.id, to = %r.address, status = "deferred", "waiting in the queue: outbound delivery is not available in this version");
-        }
-    }
-    if !failed.is_empty() {
-        retry(ctx, job, Some(body));
+    for job in retries {
+        retry(ctx, job);
     }
 }
 
-fn retry(ctx: &Arc<Ctx>, mut job: Job, _body: Option<Arc<Vec<u8>>>) {
+fn write_batch(ctx: &Ctx, jobs: Vec<Job>) -> Vec<JobResult> {
+    let mut bodies: Vec<Result<Arc<Vec<u8>>, String>> = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        bodies.push(match &job.body {
+            Some(b) => Ok(b.clone()),
+            None => ctx.spool.read_body(&job.loc).map(Arc::new).map_err(|e| e.to_string()),
+        });
+    }
+    let mut items = Vec::new();
+    let mut owners = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let Ok(body) = &bodies[j] else { continue };
+        let arrival = mx6_queue::id::micros(&job.msg.id).unwrap_or(0);
+        let check = job.recovered || job.failures > 0;
+        for (i, r) in job.msg.rcpts.iter().enumerate() {
+            let Some((user, domain)) = &r.local else { continue };
+            if job.done[i] {
+                continue;
+            }
+            items.push(maildir::Item {
+                dir: maildir::mailbox_dir(&ctx.data_dir, &ctx.maildir, user, domain),
+                name: maildir::file_name(arrival, &job.msg.id, i, &ctx.hostname),
+                header: format!("Return-Path: <{}>\r\nDelivered-To: {}\r\n", job.msg.from, r.address).into_bytes(),
+                body: body.as_slice(),
+                check_existing: check,
+            });
+            owners.push((j, i));
+        }
+    }
+    let outcomes = maildir::deliver_batch(&items);
+    drop(items);
+    let mut results: Vec<JobResult> = Vec::with_capacity(jobs.len());
+    for (job, body) in jobs.into_iter().zip(bodies) {
+        results.push(JobResult { job, read_error: body.err(), outcomes: Vec::new() });
+    }
+    for ((j, i), o) in owners.into_iter().zip(outcomes) {
+        results[j].outcomes.push((i, o));
+    }
+    results
+}
+
+fn retry(ctx: &Arc<Ctx>, mut job: Job) {
     job.failures += 1;
     let delay = ctx.schedule.delay(job.failures);
     let age = Duration::from_micros(

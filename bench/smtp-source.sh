@@ -33,16 +33,18 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- mx6 ------------------------------------------------------------------
-cat > "$WORK/mx6.toml" <<TOML
+# A fresh data directory per run: deleting the last run's files right before
+# would slow inode allocation (see SETTLE below).
+start_mx6() {
+    MX6_DATA=$WORK/mx6-data-$1
+    cat > "$WORK/mx6.toml" <<TOML
 hostname = "mx.bench.test"
-data_dir = "$WORK/mx6-data"
+data_dir = "$MX6_DATA"
 [[listener]]
 address = "127.0.0.1:$MX6_PORT"
 [local]
 domains = ["bench.test"]
 TOML
-start_mx6() {
-    rm -rf "$WORK/mx6-data"
     "$MX6" serve --config "$WORK/mx6.toml" 2>"$WORK/mx6.log" &
     MX6_PID=$!
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$MX6_PORT) 2>/dev/null && break; sleep 0.1; done
@@ -112,7 +114,7 @@ run() {
     echo "$MESSAGES / ($end - $start)" | bc -l
 }
 
-maildir_count() { find "$WORK/mx6-data/mail" -path '*/new/*' -type f 2>/dev/null | wc -l; }
+maildir_count() { find "$MX6_DATA/mail" -path '*/new/*' -type f 2>/dev/null | wc -l; }
 wait_delivered() {
     local start=$1
     while [ "$(maildir_count)" -lt "$MESSAGES" ]; do sleep 0.05; done
@@ -123,10 +125,14 @@ printf '%-28s %12s %12s %8s %22s\n' workload "postfix msg/s" "mx6 msg/s" ratio "
 for mode in 1 N; do
     label="1 msg/conn"; [ "$mode" = N ] && label="$PER_CONN msg/conn"
     pf=$(run postfix "$PF_PORT" "$mode")
-    start_mx6
+    # ext4 skips inodes freed in the last ~30 s when it allocates new ones
+    # (recently_deleted); let Postfix's deleted queue files age out first.
+    sleep "${SETTLE:-35}"
+    start_mx6 "$mode"
     t0=$(date +%s.%N)
     mx=$(run mx6 "$MX6_PORT" "$mode")
     both=$(wait_delivered "$t0")
     kill "$MX6_PID"; wait "$MX6_PID" 2>/dev/null || true; MX6_PID=
+    sleep "${SETTLE:-35}"
     printf '%-28s %12.0f %12.0f %7.2fx %22.0f\n' "$SIZE B, $SESSIONS sess, $label" "$pf" "$mx" "$(echo "$mx / $pf" | bc -l)" "$both"
 done

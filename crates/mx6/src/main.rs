@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use mx6_server::config::Config;
 
+mod logwriter;
+
+static LOG: std::sync::OnceLock<logwriter::LogWriter> = std::sync::OnceLock::new();
+
 #[derive(Parser)]
 #[command(name = "mx6", version, about = "An IPv6-first mail server")]
 struct Cli {
@@ -50,7 +54,7 @@ fn init_logs(format: LogFormat) {
     use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(LOG.get_or_init(logwriter::LogWriter::start))
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
@@ -106,6 +110,10 @@ fn main() -> ExitCode {
                 }
             };
             let result = rt.block_on(mx6_server::serve(cfg, stop_signal()));
+            drop(rt);
+            if let Some(l) = LOG.get() {
+                l.finish();
+            }
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

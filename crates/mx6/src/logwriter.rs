@@ -1,0 +1,92 @@
+//! Log output that never blocks a session: log lines go over a channel to one
+//! thread that writes whatever has queued up to stderr in a single write. Under
+//! load that turns thousands of small writes per second into a few large ones.
+//! Lines are written as soon as the writer is idle, and all of them on exit.
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+enum Msg {
+    Line(Vec<u8>),
+    Stop,
+}
+
+pub struct LogWriter {
+    tx: mpsc::Sender<Msg>,
+    done: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl LogWriter {
+    pub fn start() -> LogWriter {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let handle = std::thread::Builder::new()
+            .name("mx6-log".into())
+            .spawn(move || {
+                let mut stderr = std::io::stderr().lock();
+                let mut buf = Vec::with_capacity(64 * 1024);
+                let mut stop = false;
+                while !stop {
+                    match rx.recv() {
+                        Ok(Msg::Line(l)) => buf.extend_from_slice(&l),
+                        Ok(Msg::Stop) | Err(_) => stop = true,
+                    }
+                    while buf.len() < 1 << 20 {
+                        match rx.try_recv() {
+                            Ok(Msg::Line(l)) => buf.extend_from_slice(&l),
+                            Ok(Msg::Stop) => stop = true,
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = stderr.write_all(&buf);
+                    let _ = stderr.flush();
+                    buf.clear();
+                }
+            })
+            .expect("start the log thread");
+        LogWriter { tx, done: Mutex::new(Some(handle)) }
+    }
+
+    /// Write everything queued so far and stop the thread; later lines are
+    /// written directly.
+    pub fn finish(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(h) = self.done.lock().ok().and_then(|mut d| d.take()) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// One log event's bytes; sent as a whole when dropped.
+pub struct Line {
+    buf: Vec<u8>,
+    owner: &'static LogWriter,
+}
+
+impl Write for Line {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if let Err(mpsc::SendError(Msg::Line(buf))) = self.owner.tx.send(Msg::Line(std::mem::take(&mut self.buf))) {
+            let _ = std::io::stderr().write_all(&buf);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for &'static LogWriter {
+    type Writer = Line;
+    fn make_writer(&'a self) -> Self::Writer {
+        Line { buf: Vec::with_capacity(256), owner: self }
+    }
+}

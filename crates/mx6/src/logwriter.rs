@@ -23,7 +23,8 @@ impl LogWriter {
         let handle = std::thread::Builder::new()
             .name("mx6-log".into())
             .spawn(move || {
-                let mut stderr = std::io::stderr().lock();
+                // Locked per write only: eprintln! elsewhere must never wait on us.
+                let mut stderr = std::io::stderr();
                 let mut buf = Vec::with_capacity(64 * 1024);
                 let mut stop = false;
                 while !stop {

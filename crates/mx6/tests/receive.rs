@@ -259,12 +259,12 @@ fn config_check_names_key_and_line() {
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("bad.toml");
     std::fs::write(&p, "hostname = \"mx.test\"\n\n[limits]\nmessage_size = \"lots\"\n").unwrap();
-    let out = std::process::Command::new(mx6_bin()).args(["config", "check", "--config"]).arg(&p).output().unwrap();
+    let out = mx6(&["config".as_ref(), "check".as_ref(), "--config".as_ref(), p.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:4: limits.message_size: invalid size `lots`"), "{err}");
     std::fs::write(&p, "[relay]\nmynetwork = []\n").unwrap();
-    let out = std::process::Command::new(mx6_bin()).args(["config", "check", "--config"]).arg(&p).output().unwrap();
+    let out = mx6(&["config".as_ref(), "check".as_ref(), "--config".as_ref(), p.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(":2: relay.mynetwork: unknown field"),
@@ -272,12 +272,12 @@ fn config_check_names_key_and_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     // serve refuses the same file.
-    let out = std::process::Command::new(mx6_bin()).args(["serve", "--config"]).arg(&p).output().unwrap();
+    let out = mx6(&["serve".as_ref(), "--config".as_ref(), p.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     std::fs::write(&p, "hostname = \"mx.test\"\n").unwrap();
-    let out = std::process::Command::new(mx6_bin()).args(["config", "check", "--config"]).arg(&p).output().unwrap();
+    let out = mx6(&["config".as_ref(), "check".as_ref(), "--config".as_ref(), p.as_os_str()]);
     assert_eq!(out.status.code(), Some(0));
-    let out = std::process::Command::new(mx6_bin()).args(["frobnicate"]).output().unwrap();
+    let out = mx6(&["frobnicate".as_ref()]);
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }

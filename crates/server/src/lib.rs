@@ -65,6 +65,7 @@ pub enum ServeError {
 /// and let deliveries in progress complete.
 pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
+    raise_fd_limit(cfg.limits.sessions);
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
     let users = users::load(&cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
     let routing = Routing {
@@ -116,4 +117,23 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     queue.drain(Duration::from_secs(30)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Each session needs a descriptor (two during delivery): raise the soft limit
+/// to the hard one, and say so when it is still below what `limits.sessions` asks.
+fn raise_fd_limit(sessions: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum });
+    }
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let want = sessions as u64 + 256;
+    if now < want {
+        tracing::warn!(
+            open_files = now,
+            wanted = want,
+            "the open-files limit is below limits.sessions; raise it (LimitNOFILE=) or lower limits.sessions"
+        );
+    }
 }

@@ -236,3 +236,19 @@ pub fn v6(port: u16) -> SocketAddr {
 pub fn v4(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+/// Run `mx6 ARGS` to completion, killing it after 30 s so a hang fails the test
+/// instead of stalling the suite.
+pub fn mx6(args: &[&std::ffi::OsStr]) -> Output {
+    let mut child = Command::new(mx6_bin()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run mx6");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("mx6 {args:?} did not finish within 30 s");
+}

@@ -281,3 +281,23 @@ fn config_check_names_key_and_line() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn failed_local_delivery_is_retried_not_dropped() {
+    let s = Server::start("retry", "[queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n");
+    // A file where the mailbox directory should be: delivery fails (even as root).
+    let blocked = s.data().join("mail/mx.test/blocked");
+    std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let out = swaks_ok(&["--server", "::1", "--port", &s.port.to_string(), "--to", "blocked@mx.test"]);
+    assert!(out.contains("250 2.0.0 Ok: queued"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.log_text().contains("local delivery failed") {
+        assert!(std::time::Instant::now() < deadline, "no failure logged: {}", s.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::remove_file(&blocked).unwrap();
+    let mails = s.mail_texts("blocked", "mx.test", 1);
+    assert_eq!(mails.len(), 1, "not delivered after the retry: {}", s.log_text());
+    assert!(s.log_text().contains("delivery deferred"));
+}

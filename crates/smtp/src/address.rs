@@ -279,7 +279,7 @@ pub fn parse_domain(s: &str, utf8: bool) -> Result<Domain, AddressError> {
 
 /// The inside of `[...]`: an IPv4 dotted quad or `IPv6:` followed by an IPv6 address.
 pub fn parse_literal(lit: &str) -> Result<IpAddr, AddressError> {
-    if lit.len() > 5 && lit[..5].eq_ignore_ascii_case("IPv6:") {
+    if lit.get(..5).is_some_and(|tag| tag.eq_ignore_ascii_case("IPv6:")) {
         return lit[5..].parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| AddressError::BadLiteral);
     }
     lit.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| AddressError::BadLiteral)
@@ -310,6 +310,7 @@ mod tests {
         assert!(p.had_source_route);
         assert_eq!(p.mailbox.unwrap().to_string(), "u@c.test");
         assert!(parse_path("<a@[IPv6:nonsense]>", false, false).is_err());
+        assert!(parse_path("<a@[IPv\u{16f}:1]>", false, true).is_err());
     }
 
     #[test]

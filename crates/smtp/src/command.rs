@@ -112,7 +112,8 @@ fn helo_arg(arg: &str) -> Result<HeloArg, CommandError> {
 }
 
 fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
-    if arg.len() >= kw.len() && arg[..kw.len()].eq_ignore_ascii_case(kw) {
+    // `get` because the argument may be UTF-8 and `kw.len()` not a char boundary.
+    if arg.get(..kw.len()).is_some_and(|head| head.eq_ignore_ascii_case(kw)) {
         Some(arg[kw.len()..].trim_start_matches(' '))
     } else {
         None
@@ -206,6 +207,14 @@ mod tests {
         assert_eq!(parse("bdat 0").unwrap(), Command::Bdat { size: 0, last: false });
         assert!(parse("BDAT x").is_err());
         assert!(parse("BDAT 1 LAST x").is_err());
+    }
+
+    #[test]
+    fn utf8_where_a_keyword_is_expected_does_not_panic() {
+        // Found by `cargo fuzz run command`: slicing inside a multi-byte char.
+        assert!(parse("MAIL h HP\u{16f}SPUTT").is_err());
+        assert!(parse("MAIL FR\u{16f}M:<a@b.test>").is_err());
+        assert!(parse("RCPT T\u{e9}:<a@b.test>").is_err());
     }
 
     #[test]

@@ -17,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
             max_errors: 50,
             starttls: true,
             tls_active: false,
+            auth: true,
+            require_auth: false,
             timeouts: Timeouts::default(),
         },
         Instant::now(),

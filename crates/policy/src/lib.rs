@@ -10,4 +10,4 @@ pub mod prefix;
 pub mod recipient;
 
 pub use prefix::Family;
-pub use recipient::{decide_recipient, LocalUsers, RecipientVerdict, Route, Routing};
+pub use recipient::{decide_recipient, normalize_domain, LocalUsers, RecipientVerdict, Route, Routing};

@@ -45,6 +45,13 @@ pub fn contains_any(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
 }
 
+/// The prefix a client is counted on: its /`v6_len` for IPv6, /`v4_len` for IPv4.
+pub fn client_prefix(ip: IpAddr, v6_len: u8, v4_len: u8) -> IpNet {
+    let ip = canonical(ip);
+    let len = if ip.is_ipv6() { v6_len.min(128) } else { v4_len.min(32) };
+    IpNet::new(ip, len).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +63,7 @@ mod tests {
         let nets: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
         assert!(contains_any(&nets, "::ffff:127.0.0.1".parse().unwrap()));
         assert!(!contains_any(&nets, "::1".parse().unwrap()));
+        assert_eq!(client_prefix("2001:db8:1:2:3::9".parse().unwrap(), 64, 32).to_string(), "2001:db8:1:2::/64");
+        assert_eq!(client_prefix("::ffff:192.0.2.9".parse().unwrap(), 64, 24).to_string(), "192.0.2.0/24");
     }
 }

@@ -26,6 +26,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub limits: LimitsConfig,
     pub queue: QueueConfig,
+    pub submission: SubmissionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,21 +41,52 @@ pub struct ListenerConfig {
     pub allow: Vec<IpNet>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ListenerKind {
+    /// Port 25: receives mail; STARTTLS offered; no AUTH.
     #[default]
     Smtp,
+    /// Port 587 (RFC 6409): STARTTLS, then AUTH, then MAIL.
+    Submission,
+    /// Port 465 (RFC 8314): implicit TLS, then AUTH, then MAIL.
+    Submissions,
 }
 
-impl<'de> Deserialize<'de> for ListenerKind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "smtp" => Ok(ListenerKind::Smtp),
-            "submission" | "submissions" => {
-                Err(de::Error::custom(format!("kind `{s}` needs SMTP AUTH, which this version does not have yet; use `smtp`")))
-            }
-            _ => Err(de::Error::custom(format!("unknown listener kind `{s}`; expected smtp, submission or submissions"))),
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Smtp => "smtp",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Submissions => "submissions",
+        }
+    }
+}
+
+/// Mail submission (RFC 6409) and SMTP AUTH (RFC 4954).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmissionConfig {
+    /// Leave the client's address and HELO name out of the Received header of
+    /// authenticated submissions (privacy).
+    pub hide_client: bool,
+    /// Pause before answering a failed AUTH.
+    #[serde(deserialize_with = "duration")]
+    pub auth_failure_delay: Duration,
+    /// Failed AUTHs from one prefix (IPv6 /64, IPv4 /32) within `auth_failure_window`
+    /// before further attempts from it are refused with 454 4.7.0.
+    pub auth_failures: u32,
+    #[serde(deserialize_with = "duration")]
+    pub auth_failure_window: Duration,
+}
+
+impl Default for SubmissionConfig {
+    fn default() -> Self {
+        SubmissionConfig {
+            hide_client: false,
+            auth_failure_delay: Duration::from_secs(1),
+            auth_failures: 5,
+            auth_failure_window: Duration::from_secs(600),
         }
     }
 }
@@ -156,6 +188,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             limits: LimitsConfig::default(),
             queue: QueueConfig::default(),
+            submission: SubmissionConfig::default(),
         }
     }
 }

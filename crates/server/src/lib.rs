@@ -7,9 +7,11 @@
 //! - [`tls`]: certificates and the rustls configuration;
 //! - [`session_driver`]: one SMTP session over a socket;
 //! - [`queue_manager`]: local delivery and retries;
-//! - [`users`]: the users file.
+//! - [`users`]: the users file (mailboxes, AUTH passwords, allowed senders);
+//! - [`auth_throttle`]: failed AUTH attempts per client prefix.
 #![forbid(unsafe_code)]
 
+pub mod auth_throttle;
 pub mod config;
 pub mod listener;
 pub mod proxy;
@@ -32,6 +34,8 @@ use tokio::sync::{watch, Semaphore};
 pub struct Shared {
     pub cfg: Arc<Config>,
     pub routing: Routing,
+    pub users: users::UserDb,
+    pub auth_throttle: auth_throttle::AuthThrottle,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub spool: mx6_queue::SpoolHandle,
     pub queue: QueueManager,
@@ -67,13 +71,8 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     let cfg = Arc::new(cfg);
     raise_fd_limit(cfg.limits.sessions);
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
-    let users = users::load(&cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
-    let routing = Routing {
-        local_domains: cfg.local.domains.clone(),
-        relay_domains: cfg.relay.domains.clone(),
-        mynetworks: cfg.relay.mynetworks.clone(),
-        users,
-    };
+    let users = users::UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
+    let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
     let tls = Some(tls::server_config(&cfg)?);
     let (spool, recovered) = mx6_queue::spool::open(&cfg.path_in_data("spool"))?;
     if !recovered.is_empty() {
@@ -86,13 +85,15 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     let mut bound = Vec::new();
     for l in &cfg.listener {
         let sock = listener::bind(l).map_err(|source| ServeError::Bind { address: l.address.to_string(), source })?;
-        tracing::info!(listener = %l.address, kind = "smtp", proxy_protocol = l.proxy_protocol, "listening");
+        tracing::info!(listener = %l.address, kind = l.kind.as_str(), proxy_protocol = l.proxy_protocol, "listening");
         bound.push((sock, l.clone()));
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         routing,
+        users,
+        auth_throttle: auth_throttle::AuthThrottle::new(cfg.submission.auth_failures, cfg.submission.auth_failure_window),
         tls,
         spool,
         queue: queue.clone(),

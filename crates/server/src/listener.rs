@@ -13,7 +13,12 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::ListenerConfig;
+// Listener kinds: smtp (25), submission (587, STARTTLS + AUTH), submissions (465,
+// implicit TLS + AUTH). The TLS handshake of an implicit-TLS listener happens
+// here, before the session starts.
+
+use crate::config::{ListenerConfig, ListenerKind};
+use crate::session_driver::Conn;
 use crate::Shared;
 
 /// Bind one listener.
@@ -56,7 +61,7 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
 }
 
 async fn connection(mut stream: TcpStream, peer: SocketAddr, cfg: ListenerConfig, shared: Arc<Shared>) {
-    let (client, pre) = if cfg.proxy_protocol {
+    let client = if cfg.proxy_protocol {
         match crate::proxy::read_header(&mut stream, peer).await {
             Ok(x) => x,
             Err(e) => {
@@ -65,7 +70,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cfg: ListenerConfig
             }
         }
     } else {
-        (peer, Vec::new())
+        peer
     };
     let ip = mx6_smtp::address::canonical_ip(client.ip());
     if !cfg.allow.is_empty() && !contains_any(&cfg.allow, ip) {
@@ -78,6 +83,20 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cfg: ListenerConfig
         let _ = stream.write_all(&reply::too_many_sessions(&shared.cfg.hostname).to_bytes()).await;
         return;
     };
-    crate::session_driver::run(stream, SocketAddr::new(ip, client.port()), cfg.address, pre, shared).await;
+    let conn = if cfg.kind == ListenerKind::Submissions {
+        // RFC 8314: TLS first, then SMTP.
+        let Some(tls) = shared.tls.clone() else { return };
+        match tokio::time::timeout(std::time::Duration::from_secs(60), tokio_rustls::TlsAcceptor::from(tls).accept(stream)).await {
+            Ok(Ok(s)) => Conn::Tls(Box::new(s)),
+            Ok(Err(e)) => {
+                tracing::info!(client = %ip, family = Family::of(ip).as_str(), listener = %cfg.address, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        }
+    } else {
+        Conn::Plain(stream)
+    };
+    crate::session_driver::run(conn, SocketAddr::new(ip, client.port()), &cfg, shared).await;
     drop(permit);
 }

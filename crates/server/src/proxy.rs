@@ -27,24 +27,32 @@ pub enum ProxyError {
     Io(#[from] std::io::Error),
 }
 
-/// Read the header. Returns the client address it carries (or the peer's for
-/// `LOCAL`/`UNKNOWN`, as the spec says) and any bytes read past it.
-pub async fn read_header(stream: &mut TcpStream, peer: SocketAddr) -> Result<(SocketAddr, Vec<u8>), ProxyError> {
-    let mut buf = Vec::with_capacity(256);
+/// Read the header and nothing after it (it is peeked first, then exactly its
+/// length is consumed), so a TLS ClientHello behind it stays in the socket.
+/// Returns the client address it carries, or the peer's for `LOCAL`/`UNKNOWN`
+/// as the spec says.
+pub async fn read_header(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, ProxyError> {
     let fut = async {
+        let mut buf = vec![0u8; MAX_HEADER];
+        let mut last = 0;
         loop {
-            let mut chunk = [0u8; 512];
-            let n = stream.read(&mut chunk).await?;
+            let n = stream.peek(&mut buf).await?;
             if n == 0 {
                 return Err(ProxyError::Closed);
             }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(r) = parse(&buf, peer)? {
-                return Ok(r);
+            if let Some((addr, rest)) = parse(&buf[..n], peer)? {
+                let len = n - rest.len();
+                stream.read_exact(&mut buf[..len]).await?;
+                return Ok(addr);
             }
-            if buf.len() > MAX_HEADER {
+            if n >= MAX_HEADER {
                 return Err(ProxyError::Invalid);
             }
+            if n == last {
+                // Nothing new yet: peek would return at once; wait a little.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            last = n;
         }
     };
     tokio::time::timeout(Duration::from_secs(10), fut).await.map_err(|_| ProxyError::Timeout)?

@@ -20,14 +20,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::config::{ListenerConfig, ListenerKind};
 use crate::queue_manager::Job;
 use crate::Shared;
 
 const MIN_BUF: usize = 1024;
 const MAX_BUF: usize = 64 * 1024;
 
-/// The connection, plain or after STARTTLS.
-enum Conn {
+/// The connection, plain or TLS (after STARTTLS, or from the start on an
+/// implicit-TLS listener).
+pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     Gone,
@@ -68,14 +70,21 @@ struct Ctx {
     listener: String,
     tls: Option<String>,
     routes: Vec<Route>,
+    /// The authenticated user, normalised.
+    auth: Option<String>,
 }
 
-pub async fn run(stream: TcpStream, client: SocketAddr, listener: SocketAddr, pre: Vec<u8>, shared: Arc<Shared>) {
+pub async fn run(conn: Conn, client: SocketAddr, listener: &ListenerConfig, shared: Arc<Shared>) {
     let ip = mx6_smtp::address::canonical_ip(client.ip());
     let family = Family::of(ip);
     let id = format!("{:x}", shared.next_session());
-    let mut ctx = Ctx { id, client: ip, family, listener: listener.to_string(), tls: None, routes: Vec::new() };
-    tracing::info!(session = %ctx.id, client = %ip, family = family.as_str(), listener = %ctx.listener, "connect");
+    let tls_desc = match &conn {
+        Conn::Tls(t) => Some(crate::tls::describe(t.get_ref().1)),
+        _ => None,
+    };
+    let mut ctx = Ctx { id, client: ip, family, listener: listener.address.to_string(), tls: tls_desc, routes: Vec::new(), auth: None };
+    tracing::info!(session = %ctx.id, client = %ip, family = family.as_str(), listener = %ctx.listener, kind = listener.kind.as_str(), "connect");
+    let submission = listener.kind != ListenerKind::Smtp;
     let cfg = &shared.cfg;
     let scfg = SessionConfig {
         hostname: cfg.hostname.clone(),
@@ -83,17 +92,18 @@ pub async fn run(stream: TcpStream, client: SocketAddr, listener: SocketAddr, pr
         max_message_size: cfg.limits.message_size,
         max_recipients: cfg.limits.recipients,
         max_errors: cfg.limits.errors,
-        starttls: shared.tls.is_some(),
-        tls_active: false,
+        starttls: shared.tls.is_some() && matches!(conn, Conn::Plain(_)),
+        tls_active: matches!(conn, Conn::Tls(_)),
+        auth: submission,
+        require_auth: submission,
         timeouts: Timeouts { command: cfg.limits.command_timeout, data_block: cfg.limits.data_timeout },
     };
     let mut session = Session::new(scfg, Instant::now());
-    let mut conn = Conn::Plain(stream);
+    let mut conn = conn;
     let mut out: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; MIN_BUF];
     let mut shutdown = shared.shutdown.clone();
     let mut messages = 0u32;
-    let mut pending_input = if pre.is_empty() { None } else { Some(pre) };
     let end: &str = 'session: loop {
         while let Some(ev) = session.poll_event() {
             match ev {
@@ -136,10 +146,6 @@ pub async fn run(stream: TcpStream, client: SocketAddr, listener: SocketAddr, pr
                     break 'session "closed";
                 }
             }
-        }
-        if let Some(p) = pending_input.take() {
-            session.receive(&p, Instant::now());
-            continue;
         }
         if !out.is_empty() {
             if conn.write_all(&out).await.is_err() {
@@ -189,11 +195,22 @@ pub async fn run(stream: TcpStream, client: SocketAddr, listener: SocketAddr, pr
 async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u32) -> Answer {
     match ask {
         Ask::Helo { .. } => Answer::Accept,
-        Ask::Mail { .. } => {
+        Ask::Auth { mechanism, username, password, .. } => authenticate(ctx, shared, mechanism, username, password).await,
+        Ask::Mail { from, auth, .. } => {
             ctx.routes.clear();
+            if let Some(user) = auth {
+                let sender = from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
+                if !shared.users.get().may_send_as(&user, &sender) {
+                    tracing::info!(
+                        session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "mail", reason = "sender_not_owned",
+                        user = %user, from = %from, "reject: sender address not owned by the authenticated user"
+                    );
+                    return Answer::Reject(reply::sender_not_owned());
+                }
+            }
             Answer::Accept
         }
-        Ask::Rcpt { to, from } => match decide_recipient(&shared.routing, ctx.client, &to) {
+        Ask::Rcpt { to, from } => match decide_recipient(&shared.routing, &shared.users.get().local, ctx.client, ctx.auth.is_some(), &to) {
             RecipientVerdict::Accept(route) => {
                 ctx.routes.push(route);
                 Answer::Accept
@@ -216,6 +233,54 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
     }
 }
 
+/// Check credentials off the runtime (argon2 is slow on purpose); a failure
+/// waits `submission.auth_failure_delay` and counts against the client's prefix.
+async fn authenticate(ctx: &mut Ctx, shared: &Arc<Shared>, mechanism: &str, username: String, password: String) -> Answer {
+    let now = Instant::now();
+    let log_user: String = username.chars().filter(|c| !c.is_control()).take(128).collect();
+    if shared.auth_throttle.blocked(ctx.client, now) {
+        tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "auth", reason = "auth_throttled", user = %log_user, "reject: too many failed AUTH attempts from this prefix");
+        return Answer::Reject(reply::auth_throttled());
+    }
+    let shared2 = shared.clone();
+    let user2 = username.clone();
+    let ok = tokio::task::spawn_blocking(move || shared2.users.authenticate(&user2, &password)).await;
+    match ok {
+        Ok(true) => {
+            let user = crate::users::normalize(&username);
+            tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), user = %user, mechanism, "authenticated");
+            ctx.auth = Some(user);
+            Answer::Accept
+        }
+        Ok(false) => {
+            shared.auth_throttle.failed(ctx.client, now);
+            tokio::time::sleep(shared.cfg.submission.auth_failure_delay).await;
+            tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "auth", reason = "auth_failed", user = %log_user, mechanism, "reject: authentication failed");
+            Answer::Reject(reply::auth_invalid())
+        }
+        Err(_) => Answer::Reject(reply::auth_temporary()),
+    }
+}
+
+/// RFC 6409 §8.2/§8.3: a submitted message without Date or Message-ID gets them.
+fn submission_headers(data: &[u8], queue_id: &str, hostname: &str) -> String {
+    let header_end = data.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2).unwrap_or(data.len());
+    let (mut date, mut msgid) = (false, false);
+    for line in data[..header_end].split(|&b| b == b'\n') {
+        let l = line.get(..11).map(|h| h.to_ascii_lowercase()).unwrap_or_default();
+        date |= l.starts_with(b"date:");
+        msgid |= l.starts_with(b"message-id:");
+    }
+    let mut add = String::new();
+    if !date {
+        add.push_str(&format!("Date: {}\r\n", chrono::Utc::now().to_rfc2822()));
+    }
+    if !msgid {
+        add.push_str(&format!("Message-ID: <{queue_id}@{hostname}>\r\n"));
+    }
+    add
+}
+
 async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
     let id = mx6_queue::id::next();
     let rcpts: Vec<Recipient> = env
@@ -235,7 +300,9 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
         return Answer::Reject(reply::storage_failure());
     }
     let single = (rcpts.len() == 1).then(|| rcpts[0].address.clone());
+    let hide = env.auth.is_some() && shared.cfg.submission.hide_client;
     let received = Received {
+        hide_client: hide,
         helo: &env.helo,
         rdns: None,
         client: ctx.client,
@@ -247,8 +314,10 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
         date: chrono::Utc::now(),
     }
     .render();
-    let mut body = Vec::with_capacity(received.len() + env.data.len());
+    let extra = if env.auth.is_some() { submission_headers(&env.data, &id, &shared.cfg.hostname) } else { String::new() };
+    let mut body = Vec::with_capacity(received.len() + extra.len() + env.data.len());
     body.extend_from_slice(received.as_bytes());
+    body.extend_from_slice(extra.as_bytes());
     body.extend_from_slice(&env.data);
     let body = Arc::new(body);
     let from = env.from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
@@ -266,6 +335,7 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
             tracing::info!(
                 session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), queue_id = %id,
                 from = %format!("<{}>", msg.from), size = body.len(), nrcpt = msg.rcpts.len(), protocol = env.protocol,
+                user = env.auth.as_deref().unwrap_or(""),
                 "queued"
             );
             let n = msg.rcpts.len();

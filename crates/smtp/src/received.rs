@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use crate::address::address_literal;
 
 pub struct Received<'a> {
+    /// Leave out the `from` clause (client name and address) for privacy.
+    pub hide_client: bool,
     pub helo: &'a str,
     /// Verified reverse DNS name, when known.
     pub rdns: Option<&'a str>,
@@ -34,16 +36,20 @@ fn clean(s: &str) -> String {
 impl Received<'_> {
     /// The header field with its CRLF, folded over several lines.
     pub fn render(&self) -> String {
-        let mut h = format!(
-            "Received: from {} ({} {})\r\n",
-            clean(self.helo),
-            self.rdns.map(clean).unwrap_or_else(|| "unknown".into()),
-            address_literal(self.client)
-        );
+        let mut h = if self.hide_client {
+            "Received: ".to_string()
+        } else {
+            format!(
+                "Received: from {} ({} {})\r\n\t",
+                clean(self.helo),
+                self.rdns.map(clean).unwrap_or_else(|| "unknown".into()),
+                address_literal(self.client)
+            )
+        };
         if let Some(tls) = self.tls {
-            h.push_str(&format!("\t(using {})\r\n", clean_comment(tls)));
+            h.push_str(&format!("(using {})\r\n\t", clean_comment(tls)));
         }
-        h.push_str(&format!("\tby {} (mx6) with {} id {}", self.hostname, self.protocol, self.queue_id));
+        h.push_str(&format!("by {} (mx6) with {} id {}", self.hostname, self.protocol, self.queue_id));
         if let Some(r) = self.single_rcpt {
             h.push_str(&format!("\r\n\tfor <{}>", r.replace(['\r', '\n', '>'], "")));
         }
@@ -64,6 +70,7 @@ mod tests {
     #[test]
     fn ipv6_client_and_tls() {
         let r = Received {
+            hide_client: false,
             helo: "client.example",
             rdns: None,
             client: "2001:db8::1".parse().unwrap(),
@@ -83,6 +90,7 @@ mod tests {
     #[test]
     fn helo_can_not_inject() {
         let r = Received {
+            hide_client: false,
             helo: "evil)(x;",
             rdns: None,
             client: "::ffff:192.0.2.1".parse().unwrap(),

@@ -213,6 +213,50 @@ pub fn auth_not_available() -> Reply {
     Reply::new(503, "5.5.1", "Error: authentication not enabled")
 }
 
+// ---- SMTP AUTH (RFC 4954) ---------------------------------------------------------
+
+/// A SASL challenge: `334 <base64>`, no enhanced code (RFC 4954 §4).
+pub fn auth_challenge(b64: &str) -> Reply {
+    Reply::plain(334, vec![b64.to_string()])
+}
+pub fn auth_ok() -> Reply {
+    Reply::new(235, "2.7.0", "Authentication successful")
+}
+pub fn auth_invalid() -> Reply {
+    Reply::new(535, "5.7.8", "Error: authentication credentials invalid")
+}
+pub fn auth_temporary() -> Reply {
+    Reply::new(454, "4.7.0", "Temporary authentication failure, try again later")
+}
+pub fn auth_throttled() -> Reply {
+    Reply::new(454, "4.7.0", "Too many failed authentications from your network, try again later")
+}
+pub fn auth_encryption_required() -> Reply {
+    Reply::new(538, "5.7.11", "Encryption required for requested authentication mechanism")
+}
+pub fn auth_required() -> Reply {
+    Reply::new(530, "5.7.0", "Authentication required")
+}
+pub fn auth_already() -> Reply {
+    Reply::new(503, "5.5.1", "Error: already authenticated")
+}
+pub fn auth_in_transaction() -> Reply {
+    Reply::new(503, "5.5.1", "Error: AUTH not allowed during a mail transaction")
+}
+pub fn auth_mechanism() -> Reply {
+    Reply::new(504, "5.5.4", "Unrecognized authentication type; use PLAIN or LOGIN")
+}
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, "5.0.0", "Authentication cancelled")
+}
+pub fn auth_bad_base64() -> Reply {
+    Reply::new(501, "5.5.2", "Cannot Base64-decode client response")
+}
+/// RFC 4954 §5 / RFC 6409 §6.1: an authenticated user sending as someone else.
+pub fn sender_not_owned() -> Reply {
+    Reply::new(553, "5.7.1", "Sender address rejected: not owned by the authenticated user")
+}
+
 // ---- message content --------------------------------------------------------
 
 /// RFC 1870: message size exceeds fixed maximum.
@@ -245,8 +289,9 @@ pub fn unknown_user() -> Reply {
 pub fn relay_denied() -> Reply {
     Reply::new(554, "5.7.1", "Relay access denied")
 }
-pub fn unresolvable_destination() -> Reply {
-    Reply::new(550, "5.1.2", "Recipient address rejected: destination can not be decided")
+/// Percent hack, bang path or `@` inside the local part.
+pub fn unroutable_address() -> Reply {
+    Reply::new(550, "5.1.3", "Recipient address rejected: routing characters (% ! @) in the local part are not accepted")
 }
 pub fn temporary_lookup_failure() -> Reply {
     Reply::new(451, "4.3.0", "Temporary lookup failure, try again later")

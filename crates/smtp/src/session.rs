@@ -57,6 +57,11 @@ pub struct SessionConfig {
     pub starttls: bool,
     /// The connection is already TLS (implicit TLS listener).
     pub tls_active: bool,
+    /// SMTP AUTH (PLAIN, LOGIN) is offered, but only once TLS is active (RFC 4954 §4,
+    /// RFC 8314).
+    pub auth: bool,
+    /// MAIL needs a successful AUTH first (submission, RFC 6409 §4.3): 530 5.7.0.
+    pub require_auth: bool,
     pub timeouts: Timeouts,
 }
 
@@ -80,9 +85,18 @@ pub enum Ask {
         arg: HeloArg,
         esmtp: bool,
     },
+    /// Check SASL credentials (the password must never be logged).
+    Auth {
+        mechanism: &'static str,
+        authzid: String,
+        username: String,
+        password: String,
+    },
+    /// `auth` is the authenticated user, if any.
     Mail {
         from: Path,
         params: MailParams,
+        auth: Option<String>,
     },
     Rcpt {
         to: Mailbox,
@@ -110,7 +124,9 @@ pub struct Envelope {
     pub params: MailParams,
     pub rcpts: Vec<Mailbox>,
     pub helo: String,
-    /// RFC 3848 / RFC 6531 "with" keyword (ESMTP, ESMTPS, UTF8SMTPS, ...).
+    /// The authenticated user (RFC 4954).
+    pub auth: Option<String>,
+    /// RFC 3848 / RFC 6531 "with" keyword (ESMTP, ESMTPSA, UTF8SMTPS, ...).
     pub protocol: &'static str,
     /// Message content: CRLF lines, dot-stuffing removed.
     pub data: Vec<u8>,
@@ -134,6 +150,10 @@ enum State {
     Waiting,
     /// STARTTLS answered; waiting for the handshake.
     Handshake,
+    /// AUTH PLAIN without an initial response: waiting for it.
+    AuthPlain,
+    /// AUTH LOGIN: waiting for the user name (`None`) or the password.
+    AuthLogin(Option<String>),
     Closed,
 }
 
@@ -151,6 +171,7 @@ struct Transaction {
 #[derive(Debug)]
 enum Pending {
     Helo { arg: HeloArg, esmtp: bool },
+    Auth { username: String },
     Mail { from: Path, params: MailParams },
     Rcpt { to: Mailbox },
     Message,
@@ -166,6 +187,7 @@ pub struct Session {
     tx: Option<Transaction>,
     pending: Option<Pending>,
     tls: bool,
+    auth: Option<String>,
     errors: u32,
     last_activity: Instant,
 }
@@ -183,6 +205,7 @@ impl Session {
             tx: None,
             pending: None,
             tls,
+            auth: None,
             errors: 0,
             last_activity: now,
             cfg,
@@ -208,6 +231,11 @@ impl Session {
         matches!(self.state, State::Data(_) | State::Bdat { .. }) || matches!(self.pending, Some(Pending::Message))
     }
 
+    /// The authenticated user, if any.
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth.as_deref()
+    }
+
     pub fn helo_name(&self) -> Option<&str> {
         self.helo.as_ref().map(|(h, _)| h.as_str())
     }
@@ -217,7 +245,9 @@ impl Session {
         match self.state {
             State::Waiting | State::Handshake | State::Closed => None,
             State::Data(_) | State::Bdat { .. } => Some(self.last_activity + self.cfg.timeouts.data_block),
-            State::Command | State::LongLine => Some(self.last_activity + self.cfg.timeouts.command),
+            State::Command | State::LongLine | State::AuthPlain | State::AuthLogin(_) => {
+                Some(self.last_activity + self.cfg.timeouts.command)
+            }
         }
     }
 
@@ -278,6 +308,10 @@ impl Session {
                 self.helo = Some((arg.raw, esmtp));
                 self.reply(r);
             }
+            (Pending::Auth { username }, _) => {
+                self.auth = Some(username);
+                self.reply(reply::auth_ok());
+            }
             (Pending::Mail { from, params }, _) => {
                 self.tx = Some(Transaction { from, params, rcpts: Vec::new(), chunks: None, chunk_error: None });
                 self.reply(reply::sender_ok());
@@ -300,6 +334,7 @@ impl Session {
             self.pos = 0;
             self.helo = None;
             self.tx = None;
+            self.auth = None;
             self.tls = true;
             self.state = State::Command;
         }
@@ -317,18 +352,26 @@ impl Session {
         if self.cfg.starttls && !self.tls {
             e.push("STARTTLS".into());
         }
+        if self.cfg.auth && self.tls {
+            e.push("AUTH PLAIN LOGIN".into());
+        }
         e
     }
 
     /// The "with" keyword for the Received header.
     fn protocol(&self, utf8: bool) -> &'static str {
         let esmtp = self.helo.as_ref().is_some_and(|(_, e)| *e);
-        match (utf8, esmtp, self.tls) {
-            (true, _, true) => "UTF8SMTPS",
-            (true, _, false) => "UTF8SMTP",
-            (false, true, true) => "ESMTPS",
-            (false, true, false) => "ESMTP",
-            (false, false, _) => "SMTP",
+        let auth = self.auth.is_some();
+        match (utf8, esmtp, self.tls, auth) {
+            (true, _, true, true) => "UTF8SMTPSA",
+            (true, _, true, false) => "UTF8SMTPS",
+            (true, _, false, true) => "UTF8SMTPA",
+            (true, _, false, false) => "UTF8SMTP",
+            (false, true, true, true) => "ESMTPSA",
+            (false, true, true, false) => "ESMTPS",
+            (false, true, false, true) => "ESMTPA",
+            (false, true, false, false) => "ESMTP",
+            (false, false, _, _) => "SMTP",
         }
     }
 
@@ -372,6 +415,25 @@ impl Session {
                     }
                     None => {
                         self.pos = self.input.len();
+                        return;
+                    }
+                },
+                State::AuthPlain | State::AuthLogin(_) => match memchr(b'\n', avail) {
+                    Some(i) => {
+                        let start = self.pos;
+                        let mut end = self.pos + i;
+                        self.pos = end + 1;
+                        if end > start && self.input[end - 1] == b'\r' {
+                            end -= 1;
+                        }
+                        let line = self.input[start..end].to_vec();
+                        self.auth_line(&line);
+                    }
+                    None => {
+                        if avail.len() > MAX_COMMAND_LINE * 6 {
+                            self.pos = self.input.len();
+                            self.state = State::LongLine;
+                        }
                         return;
                     }
                 },
@@ -472,6 +534,7 @@ impl Session {
             params: tx.params,
             rcpts: tx.rcpts,
             helo: self.helo.as_ref().map(|(h, _)| h.clone()).unwrap_or_default(),
+            auth: self.auth.clone(),
             protocol,
             data,
         };
@@ -503,10 +566,13 @@ impl Session {
                     self.reply(reply::need_helo());
                 } else if self.tx.is_some() {
                     self.reply(reply::nested_mail());
+                } else if self.cfg.require_auth && self.auth.is_none() {
+                    self.reply(reply::auth_required());
                 } else if params.size.is_some_and(|s| s > self.cfg.max_message_size as u64) {
                     self.reply(reply::message_too_big());
                 } else {
-                    self.ask(Pending::Mail { from: path.clone(), params: params.clone() }, Ask::Mail { from: path, params });
+                    let auth = self.auth.clone();
+                    self.ask(Pending::Mail { from: path.clone(), params: params.clone() }, Ask::Mail { from: path, params, auth });
                 }
             }
             Command::Rcpt { path } => {
@@ -566,13 +632,99 @@ impl Session {
                     self.pos = 0;
                 }
             }
-            Command::Auth(_) => self.reply(reply::auth_not_available()),
+            Command::Auth(arg) => self.auth_command(&arg),
             Command::NotSmtp => {
                 let r = reply::not_smtp(&self.cfg.hostname);
                 self.events.push_back(Event::Reply(r));
                 self.close();
             }
         }
+    }
+
+    /// `AUTH mechanism [initial-response]` (RFC 4954 §4).
+    fn auth_command(&mut self, arg: &str) {
+        if !self.cfg.auth {
+            return self.reply(reply::auth_not_available());
+        }
+        if !self.tls {
+            return self.reply(reply::auth_encryption_required());
+        }
+        if self.helo.is_none() {
+            return self.reply(reply::need_helo());
+        }
+        if self.auth.is_some() {
+            return self.reply(reply::auth_already());
+        }
+        if self.tx.is_some() {
+            return self.reply(reply::auth_in_transaction());
+        }
+        let mut parts = arg.split(' ').filter(|p| !p.is_empty());
+        let mech = parts.next().unwrap_or("").to_ascii_uppercase();
+        let initial = parts.next();
+        if parts.next().is_some() {
+            return self.reply(reply::syntax("AUTH mechanism [initial-response]"));
+        }
+        match (mech.as_str(), initial) {
+            ("PLAIN", None) => {
+                self.events.push_back(Event::Reply(reply::auth_challenge("")));
+                self.state = State::AuthPlain;
+            }
+            ("PLAIN", Some(resp)) => self.auth_plain(resp.as_bytes()),
+            ("LOGIN", None) => {
+                self.events.push_back(Event::Reply(reply::auth_challenge("VXNlcm5hbWU6")));
+                self.state = State::AuthLogin(None);
+            }
+            ("LOGIN", Some(resp)) => match decode_b64(resp.as_bytes()) {
+                Some(user) => {
+                    self.events.push_back(Event::Reply(reply::auth_challenge("UGFzc3dvcmQ6")));
+                    self.state = State::AuthLogin(Some(user));
+                }
+                None => self.reply(reply::auth_bad_base64()),
+            },
+            _ => self.reply(reply::auth_mechanism()),
+        }
+    }
+
+    /// A client response line inside an AUTH exchange.
+    fn auth_line(&mut self, line: &[u8]) {
+        let state = std::mem::replace(&mut self.state, State::Command);
+        if line == b"*" {
+            return self.reply(reply::auth_cancelled());
+        }
+        match state {
+            State::AuthPlain => self.auth_plain(line),
+            State::AuthLogin(None) => match decode_b64(line) {
+                Some(user) => {
+                    self.events.push_back(Event::Reply(reply::auth_challenge("UGFzc3dvcmQ6")));
+                    self.state = State::AuthLogin(Some(user));
+                }
+                None => self.reply(reply::auth_bad_base64()),
+            },
+            State::AuthLogin(Some(user)) => match decode_b64(line) {
+                Some(password) => {
+                    let ask = Ask::Auth { mechanism: "LOGIN", authzid: String::new(), username: user.clone(), password };
+                    self.ask(Pending::Auth { username: user }, ask);
+                }
+                None => self.reply(reply::auth_bad_base64()),
+            },
+            other => self.state = other,
+        }
+    }
+
+    /// RFC 4616: `authzid NUL authcid NUL passwd`.
+    fn auth_plain(&mut self, b64: &[u8]) {
+        let Some(text) = decode_b64(b64) else { return self.reply(reply::auth_bad_base64()) };
+        let mut parts = text.splitn(3, '\0');
+        let (Some(authzid), Some(username), Some(password)) = (parts.next(), parts.next(), parts.next()) else {
+            return self.reply(reply::auth_invalid());
+        };
+        if !authzid.is_empty() && authzid != username {
+            // Acting for another identity is not supported.
+            return self.reply(reply::auth_invalid());
+        }
+        let ask =
+            Ask::Auth { mechanism: "PLAIN", authzid: authzid.to_string(), username: username.to_string(), password: password.to_string() };
+        self.ask(Pending::Auth { username: username.to_string() }, ask);
     }
 
     fn bdat(&mut self, size: u64, last: bool) {
@@ -615,6 +767,13 @@ impl Session {
             CommandError::Address(a) => reply::bad_address(&a.to_string()),
         }
     }
+}
+
+/// Base64 (RFC 4648) to UTF-8 text; `None` when either fails.
+fn decode_b64(b: &[u8]) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b.trim_ascii()).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn content_reply(e: ContentError) -> Reply {

@@ -23,6 +23,8 @@ fn config() -> SessionConfig {
         max_errors: 12,
         starttls: true,
         tls_active: false,
+        auth: false,
+        require_auth: false,
         timeouts: Timeouts::default(),
     }
 }
@@ -72,6 +74,13 @@ impl Harness {
                 Event::Ask(ask) => {
                     let a = match ask {
                         Ask::Rcpt { to, .. } if to.domain.to_string() == "refuse.test" => Answer::Reject(mx6_smtp::reply::unknown_user()),
+                        Ask::Auth { username, password, .. } => {
+                            if username == "alice" && password == "secret" {
+                                Answer::Accept
+                            } else {
+                                Answer::Reject(mx6_smtp::reply::auth_invalid())
+                            }
+                        }
                         Ask::Message(env) => {
                             self.queued += 1;
                             self.messages.push(env.data);
@@ -93,7 +102,13 @@ impl Harness {
 
 fn run_script(name: &str, text: &str) {
     let now = Instant::now();
-    let mut h = Harness { s: Session::new(config(), now), queued: 0, closed: false, tls_pending: false, out: vec![], messages: vec![] };
+    let mut cfg = config();
+    // `# config: submission` at the top: AUTH offered, and required before MAIL.
+    if text.starts_with("# config: submission") {
+        cfg.auth = true;
+        cfg.require_auth = true;
+    }
+    let mut h = Harness { s: Session::new(cfg, now), queued: 0, closed: false, tls_pending: false, out: vec![], messages: vec![] };
     h.drain();
     let mut expected: Vec<(usize, String)> = Vec::new();
     let mut pending_write: Vec<u8> = Vec::new();

@@ -18,6 +18,8 @@ fn session() -> Session {
             max_errors: 1000,
             starttls: true,
             tls_active: false,
+            auth: true,
+            require_auth: false,
             timeouts: Timeouts::default(),
         },
         Instant::now(),

@@ -28,6 +28,10 @@ pub struct Server {
     pub dir: PathBuf,
     pub port: u16,
     pub proxy_port: u16,
+    /// `submission` (STARTTLS + AUTH) on both families.
+    pub sub_port: u16,
+    /// `submissions` (implicit TLS + AUTH) on both families.
+    pub subs_port: u16,
     pub config: PathBuf,
     child: Option<Child>,
     pub log: PathBuf,
@@ -42,6 +46,8 @@ impl Server {
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
         let proxy_port = free_port();
+        let sub_port = free_port();
+        let subs_port = free_port();
         let config = dir.join("mx6.toml");
         let text = format!(
             r#"hostname = "mx.test"
@@ -53,12 +59,24 @@ address = "127.0.0.1:{port}"
 [[listener]]
 address = "[::1]:{proxy_port}"
 proxy_protocol = true
+[[listener]]
+address = "[::1]:{sub_port}"
+kind = "submission"
+[[listener]]
+address = "127.0.0.1:{sub_port}"
+kind = "submission"
+[[listener]]
+address = "[::1]:{subs_port}"
+kind = "submissions"
+[[listener]]
+address = "127.0.0.1:{subs_port}"
+kind = "submissions"
 {extra}
 "#,
             data = dir.join("data").display(),
         );
         std::fs::write(&config, text).unwrap();
-        let mut s = Server { dir: dir.clone(), port, proxy_port, config, child: None, log: dir.join("mx6.log") };
+        let mut s = Server { dir: dir.clone(), port, proxy_port, sub_port, subs_port, config, child: None, log: dir.join("mx6.log") };
         s.spawn(&[]);
         s
     }
@@ -79,6 +97,23 @@ proxy_protocol = true
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("mx6 did not start listening; log:\n{}", self.log_text());
+    }
+
+    /// `mx6 user ARGS` against this server's config, `stdin` as the password.
+    pub fn user(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(mx6_bin())
+            .arg("user")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
     }
 
     pub fn data(&self) -> PathBuf {

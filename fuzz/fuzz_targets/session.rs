@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
                     s.answer(a);
                 }
                 Event::StartTls => s.tls_established(),
+                Event::Rejected { .. } => {}
                 Event::Close => return,
             }
         }

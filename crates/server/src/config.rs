@@ -27,6 +27,21 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub queue: QueueConfig,
     pub submission: SubmissionConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The admin HTTP endpoint: `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `[v6]:port` or `v4:port`; empty = off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "[::1]:9325".into() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +204,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             queue: QueueConfig::default(),
             submission: SubmissionConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -319,6 +335,14 @@ impl Config {
                     message: format!("{} is configured twice", l.address),
                 });
             }
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            errs.push(ConfigError {
+                file: String::new(),
+                line: 0,
+                key: "metrics.listen".into(),
+                message: format!("`{}` is not an address with a port, e.g. \"[::1]:9325\"", self.metrics.listen),
+            });
         }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             errs.push(ConfigError { file: String::new(), line: 0, key: "tls".into(), message: "set both cert and key, or neither".into() });

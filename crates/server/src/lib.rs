@@ -7,13 +7,16 @@
 //! - [`tls`]: certificates and the rustls configuration;
 //! - [`session_driver`]: one SMTP session over a socket;
 //! - [`queue_manager`]: local delivery and retries;
+//! - [`metrics`], [`admin_http`]: Prometheus metrics on `metrics.listen`;
 //! - [`users`]: the users file (mailboxes, AUTH passwords, allowed senders);
 //! - [`auth_throttle`]: failed AUTH attempts per client prefix.
 #![forbid(unsafe_code)]
 
+pub mod admin_http;
 pub mod auth_throttle;
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod queue_manager;
 pub mod session_driver;
@@ -35,6 +38,7 @@ pub struct Shared {
     pub cfg: Arc<Config>,
     pub routing: Routing,
     pub users: users::UserDb,
+    pub metrics: Arc<metrics::Metrics>,
     pub auth_throttle: auth_throttle::AuthThrottle,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub spool: mx6_queue::SpoolHandle,
@@ -60,6 +64,8 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error("spool: {0}")]
     Spool(#[from] mx6_queue::SpoolError),
+    #[error("metrics.listen {address}: {source}")]
+    Metrics { address: String, source: std::io::Error },
     #[error("listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
 }
@@ -78,9 +84,17 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     if !recovered.is_empty() {
         tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
     }
+    let metrics = Arc::new(metrics::Metrics::new());
     let schedule = Schedule { initial: cfg.queue.retry_initial, max: cfg.queue.retry_max, max_age: cfg.queue.max_age };
-    let queue =
-        QueueManager::start(spool.clone(), cfg.data_dir.clone(), cfg.local.maildir.clone(), cfg.hostname.clone(), schedule, recovered);
+    let queue = QueueManager::start(
+        spool.clone(),
+        cfg.data_dir.clone(),
+        cfg.local.maildir.clone(),
+        cfg.hostname.clone(),
+        schedule,
+        recovered,
+        metrics.clone(),
+    );
 
     let mut bound = Vec::new();
     for l in &cfg.listener {
@@ -88,11 +102,28 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         tracing::info!(listener = %l.address, kind = l.kind.as_str(), proxy_protocol = l.proxy_protocol, "listening");
         bound.push((sock, l.clone()));
     }
+    let admin = if cfg.metrics.listen.is_empty() {
+        None
+    } else {
+        let addr = cfg.metrics.listen.clone();
+        let l = listener::bind(&config::ListenerConfig {
+            address: addr
+                .parse()
+                .map_err(|_| ServeError::Metrics { address: addr.clone(), source: std::io::ErrorKind::InvalidInput.into() })?,
+            kind: config::ListenerKind::Smtp,
+            proxy_protocol: false,
+            allow: vec![],
+        })
+        .map_err(|source| ServeError::Metrics { address: addr.clone(), source })?;
+        tracing::info!(listen = %addr, "metrics on /metrics, health on /healthz");
+        Some(l)
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         routing,
         users,
+        metrics: metrics.clone(),
         auth_throttle: auth_throttle::AuthThrottle::new(cfg.submission.auth_failures, cfg.submission.auth_failure_window),
         tls,
         spool,
@@ -102,6 +133,9 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         session_seq: AtomicU64::new(1),
     });
     let mut tasks = Vec::new();
+    if let Some(l) = admin {
+        tasks.push(tokio::spawn(admin_http::serve(l, metrics.clone(), shared.shutdown.clone())));
+    }
     for (sock, l) in bound {
         tasks.push(tokio::spawn(listener::serve(sock, l, shared.clone())));
     }

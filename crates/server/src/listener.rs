@@ -73,13 +73,18 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cfg: ListenerConfig
         peer
     };
     let ip = mx6_smtp::address::canonical_ip(client.ip());
+    let family = Family::of(ip).as_str();
+    let listener = cfg.address.to_string();
+    shared.metrics.connections.with_label_values(&[family, &listener]).inc();
     if !cfg.allow.is_empty() && !contains_any(&cfg.allow, ip) {
         tracing::info!(client = %ip, family = Family::of(ip).as_str(), listener = %cfg.address, stage = "connect", reason = "not_allowed", "reject: client not in listener allow list");
+        shared.metrics.reject(family, "connect", "not_allowed");
         let _ = stream.write_all(&reply::access_denied().to_bytes()).await;
         return;
     }
     let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
         tracing::warn!(client = %ip, family = Family::of(ip).as_str(), listener = %cfg.address, stage = "connect", reason = "too_many_sessions", "reject: session limit reached");
+        shared.metrics.reject(family, "connect", "too_many_sessions");
         let _ = stream.write_all(&reply::too_many_sessions(&shared.cfg.hostname).to_bytes()).await;
         return;
     };
@@ -97,6 +102,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cfg: ListenerConfig
     } else {
         Conn::Plain(stream)
     };
+    let active = shared.metrics.sessions_active.with_label_values(&[family, &listener]);
+    active.inc();
     crate::session_driver::run(conn, SocketAddr::new(ip, client.port()), &cfg, shared).await;
+    active.dec();
     drop(permit);
 }

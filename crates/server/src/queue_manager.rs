@@ -13,9 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mx6_delivery::maildir;
+use mx6_policy::Family;
 use mx6_queue::schedule::Schedule;
 use mx6_queue::{DoneEntry, DoneStatus, Location, QueuedMessage, Recovered, SpoolHandle};
 use tokio::sync::{mpsc, Semaphore};
+
+use crate::metrics::Metrics;
 
 /// Delivery batches running at once: one writes while the other waits on fsync.
 const CONCURRENCY: usize = 2;
@@ -38,6 +41,7 @@ pub struct Job {
 pub struct QueueManager {
     tx: mpsc::UnboundedSender<Job>,
     running: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 struct Ctx {
@@ -47,6 +51,7 @@ struct Ctx {
     hostname: String,
     schedule: Schedule,
     tx: mpsc::UnboundedSender<Job>,
+    metrics: Arc<Metrics>,
 }
 
 impl QueueManager {
@@ -57,10 +62,12 @@ impl QueueManager {
         hostname: String,
         schedule: Schedule,
         recovered: Vec<Recovered>,
+        metrics: Arc<Metrics>,
     ) -> QueueManager {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let running = Arc::new(Semaphore::new(CONCURRENCY));
-        let ctx = Arc::new(Ctx { spool, data_dir, maildir, hostname, schedule, tx: tx.clone() });
+        let ctx = Arc::new(Ctx { spool, data_dir, maildir, hostname, schedule, tx: tx.clone(), metrics: metrics.clone() });
+        metrics.queue_messages.with_label_values(&["active"]).add(recovered.len() as i64);
         for r in recovered {
             let mut done = vec![false; r.message.rcpts.len()];
             for i in r.done {
@@ -95,10 +102,11 @@ impl QueueManager {
                 });
             }
         });
-        QueueManager { tx, running }
+        QueueManager { tx, running, metrics }
     }
 
     pub fn submit(&self, job: Job) {
+        self.metrics.queue_messages.with_label_values(&["active"]).inc();
         let _ = self.tx.send(job);
     }
 
@@ -132,7 +140,12 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     };
     let mut entries = Vec::new();
     let mut retries = Vec::new();
+    let m = &ctx.metrics;
+    let now_micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
     for JobResult { mut job, read_error, outcomes } in results {
+        let family = job.msg.client.parse::<std::net::IpAddr>().map(|ip| Family::of(ip).as_str()).unwrap_or("ipv6");
+        let age = now_micros.saturating_sub(mx6_queue::id::micros(&job.msg.id).unwrap_or(now_micros)) as f64 / 1e6;
+        m.queue_messages.with_label_values(&["active"]).dec();
         if let Some(err) = read_error {
             tracing::error!(queue_id = %job.msg.id, error = %err, "can not read message from the spool; will retry");
             retries.push(job);
@@ -144,6 +157,8 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             match r {
                 Ok(outcome) => {
                     job.done[i] = true;
+                    m.delivery_attempts.with_label_values(&[family, "delivered"]).inc();
+                    m.delivery_duration.with_label_values(&["delivered"]).observe(age);
                     entries.push(DoneEntry { id: job.msg.id.clone(), rcpt: i, status: DoneStatus::Delivered, release: None });
                     let (path, note) = match &outcome {
                         maildir::Outcome::Delivered(p) => (p, "delivered to maildir"),
@@ -160,6 +175,8 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                     );
                 }
                 Err(e) => {
+                    m.delivery_attempts.with_label_values(&[family, "deferred"]).inc();
+                    m.delivery_duration.with_label_values(&["deferred"]).observe(age);
                     tracing::warn!(queue_id = %job.msg.id, to = %job.msg.rcpts[i].address, relay = "local", status = "deferred", error = %e, "local delivery failed");
                     failed = true;
                 }
@@ -178,6 +195,9 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
         }
         if failed {
             retries.push(job);
+        } else if relay_open && job.failures == 0 {
+            // Waits for outbound delivery.
+            m.queue_messages.with_label_values(&["deferred"]).inc();
         }
     }
     if !entries.is_empty() {
@@ -247,8 +267,12 @@ fn retry(ctx: &Arc<Ctx>, mut job: Job) {
     }
     tracing::info!(queue_id = %job.msg.id, retry_in_secs = delay.as_secs(), attempts = job.failures, "delivery deferred");
     let tx = ctx.tx.clone();
+    let m = ctx.metrics.clone();
+    m.queue_messages.with_label_values(&["deferred"]).inc();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
+        m.queue_messages.with_label_values(&["deferred"]).dec();
+        m.queue_messages.with_label_values(&["active"]).inc();
         let _ = tx.send(job);
     });
 }

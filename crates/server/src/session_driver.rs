@@ -140,6 +140,10 @@ pub async fn run(conn: Conn, client: SocketAddr, listener: &ListenerConfig, shar
                         Err(_) => break 'session "TLS handshake timeout",
                     }
                 }
+                Event::Rejected { stage, reason } => {
+                    shared.metrics.reject(ctx.family.as_str(), stage, reason);
+                    tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage, reason, "reject");
+                }
                 Event::Close => {
                     let _ = conn.write_all(&out).await;
                     conn.shutdown().await;
@@ -205,6 +209,7 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
                         session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "mail", reason = "sender_not_owned",
                         user = %user, from = %from, "reject: sender address not owned by the authenticated user"
                     );
+                    shared.metrics.reject(ctx.family.as_str(), "mail", "sender_not_owned");
                     return Answer::Reject(reply::sender_not_owned());
                 }
             }
@@ -216,6 +221,7 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
                 Answer::Accept
             }
             RecipientVerdict::Reject { reason, reply } => {
+                shared.metrics.reject(ctx.family.as_str(), "rcpt", reason);
                 tracing::info!(
                     session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "rcpt", reason,
                     from = %from, to = %to, "reject: {}", reply.text()
@@ -240,6 +246,7 @@ async fn authenticate(ctx: &mut Ctx, shared: &Arc<Shared>, mechanism: &str, user
     let log_user: String = username.chars().filter(|c| !c.is_control()).take(128).collect();
     if shared.auth_throttle.blocked(ctx.client, now) {
         tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "auth", reason = "auth_throttled", user = %log_user, "reject: too many failed AUTH attempts from this prefix");
+        shared.metrics.reject(ctx.family.as_str(), "auth", "auth_throttled");
         return Answer::Reject(reply::auth_throttled());
     }
     let shared2 = shared.clone();
@@ -256,6 +263,7 @@ async fn authenticate(ctx: &mut Ctx, shared: &Arc<Shared>, mechanism: &str, user
             shared.auth_throttle.failed(ctx.client, now);
             tokio::time::sleep(shared.cfg.submission.auth_failure_delay).await;
             tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "auth", reason = "auth_failed", user = %log_user, mechanism, "reject: authentication failed");
+            shared.metrics.reject(ctx.family.as_str(), "auth", "auth_failed");
             Answer::Reject(reply::auth_invalid())
         }
         Err(_) => Answer::Reject(reply::auth_temporary()),
@@ -338,6 +346,7 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
                 user = env.auth.as_deref().unwrap_or(""),
                 "queued"
             );
+            shared.metrics.messages_accepted.with_label_values(&[ctx.family.as_str(), &ctx.listener]).inc();
             let n = msg.rcpts.len();
             shared.queue.submit(Job {
                 msg: Arc::new(msg),

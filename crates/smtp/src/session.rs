@@ -77,6 +77,9 @@ pub enum Event {
     StartTls,
     /// Flush pending replies and close the connection.
     Close,
+    /// The session itself refused something (for logs and metrics): the stage
+    /// (`mail`, `rcpt`, `data`) and a stable reason token.
+    Rejected { stage: &'static str, reason: &'static str },
 }
 
 #[derive(Debug)]
@@ -470,10 +473,7 @@ impl Session {
                     let State::Data(dec) = std::mem::replace(&mut self.state, State::Command) else { unreachable!() };
                     match dec.finish() {
                         Ok(data) => self.message_complete(data),
-                        Err(e) => {
-                            self.tx = None;
-                            self.reply(content_reply(e));
-                        }
+                        Err(e) => self.content_refused(e),
                     }
                 }
                 State::Bdat { remaining, last, keep, reply } => {
@@ -512,18 +512,25 @@ impl Session {
             return;
         }
         if let Some(e) = tx.chunk_error {
-            self.tx = None;
-            self.reply(content_reply(e));
-            return;
+            return self.content_refused(e);
         }
         let data = tx.chunks.take().unwrap_or_default();
         match check_chunked(data) {
             Ok(data) => self.message_complete(data),
-            Err(e) => {
-                self.tx = None;
-                self.reply(content_reply(e));
-            }
+            Err(e) => self.content_refused(e),
         }
+    }
+
+    fn content_refused(&mut self, e: ContentError) {
+        self.tx = None;
+        let reason = match e {
+            ContentError::TooBig => "message_too_big",
+            ContentError::BareNewline => "bare_newline",
+            ContentError::LineTooLong => "line_too_long",
+            ContentError::Nul => "nul_byte",
+        };
+        self.events.push_back(Event::Rejected { stage: "data", reason });
+        self.reply(content_reply(e));
     }
 
     fn message_complete(&mut self, data: Vec<u8>) {
@@ -569,6 +576,7 @@ impl Session {
                 } else if self.cfg.require_auth && self.auth.is_none() {
                     self.reply(reply::auth_required());
                 } else if params.size.is_some_and(|s| s > self.cfg.max_message_size as u64) {
+                    self.events.push_back(Event::Rejected { stage: "mail", reason: "message_too_big" });
                     self.reply(reply::message_too_big());
                 } else {
                     let auth = self.auth.clone();
@@ -587,6 +595,7 @@ impl Session {
                 } else if !tx.params.smtputf8 && !to.is_ascii() {
                     self.reply(reply::needs_smtputf8());
                 } else if tx.rcpts.len() >= self.cfg.max_recipients {
+                    self.events.push_back(Event::Rejected { stage: "rcpt", reason: "too_many_recipients" });
                     self.reply(reply::too_many_recipients());
                 } else {
                     let from = tx.from.clone();

@@ -70,6 +70,7 @@ impl Harness {
             match ev {
                 Event::Reply(r) => self.push(r),
                 Event::Close => self.closed = true,
+                Event::Rejected { .. } => {}
                 Event::StartTls => self.tls_pending = true,
                 Event::Ask(ask) => {
                     let a = match ask {

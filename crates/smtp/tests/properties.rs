@@ -32,7 +32,7 @@ fn drive(s: &mut Session, replies: &mut Vec<String>) {
             Event::Reply(r) => replies.push(r.to_string()),
             Event::Ask(_) => s.answer(Answer::Queued("Q".into())),
             Event::StartTls => s.tls_established(),
-            Event::Close => {}
+            Event::Close | Event::Rejected { .. } => {}
         }
     }
 }

@@ -13,12 +13,16 @@ pub fn mx6_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mx6")
 }
 
+/// A port free on both families and not handed out before in this process
+/// (the kernel may offer the same ephemeral port again once it is closed).
 pub fn free_port() -> u16 {
-    // Both families must be free on the same port.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let p = l.local_addr().unwrap().port();
-        if TcpListener::bind(("::1", p)).is_ok() {
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&p) && TcpListener::bind(("::1", p)).is_ok() {
+            given.push(p);
             return p;
         }
     }
@@ -32,6 +36,8 @@ pub struct Server {
     pub sub_port: u16,
     /// `submissions` (implicit TLS + AUTH) on both families.
     pub subs_port: u16,
+    /// `/metrics` and `/healthz` on [::1].
+    pub metrics_port: u16,
     pub config: PathBuf,
     child: Option<Child>,
     pub log: PathBuf,
@@ -48,6 +54,7 @@ impl Server {
         let proxy_port = free_port();
         let sub_port = free_port();
         let subs_port = free_port();
+        let metrics_port = free_port();
         let config = dir.join("mx6.toml");
         let text = format!(
             r#"hostname = "mx.test"
@@ -71,12 +78,15 @@ kind = "submissions"
 [[listener]]
 address = "127.0.0.1:{subs_port}"
 kind = "submissions"
+[metrics]
+listen = "[::1]:{metrics_port}"
 {extra}
 "#,
             data = dir.join("data").display(),
         );
         std::fs::write(&config, text).unwrap();
-        let mut s = Server { dir: dir.clone(), port, proxy_port, sub_port, subs_port, config, child: None, log: dir.join("mx6.log") };
+        let mut s =
+            Server { dir: dir.clone(), port, proxy_port, sub_port, subs_port, metrics_port, config, child: None, log: dir.join("mx6.log") };
         s.spawn(&[]);
         s
     }
@@ -114,6 +124,17 @@ kind = "submissions"
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
+    }
+
+    /// GET a path on the metrics endpoint: (status line, body).
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        let mut s = TcpStream::connect(("::1", self.metrics_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        (head.lines().next().unwrap_or("").to_string(), body.to_string())
     }
 
     pub fn data(&self) -> PathBuf {

@@ -40,11 +40,35 @@ enum Cmd {
         #[command(subcommand)]
         command: ConfigCmd,
     },
+    /// Print a firewall ruleset (nftables, or iptables-restore input) derived
+    /// from the config. It never applies anything.
+    Firewall {
+        #[arg(long, value_enum, default_value_t = FwFormat::Nftables)]
+        format: FwFormat,
+        /// For --format iptables: only this family's ruleset (to pipe into one restore tool).
+        #[arg(long, value_enum)]
+        family: Option<FwFamily>,
+        /// SSH port kept open (0 = none).
+        #[arg(long, default_value_t = 22)]
+        ssh_port: u16,
+    },
     /// Manage the users file (SMTP AUTH users and mailboxes); passwords are read from stdin.
     User {
         #[command(subcommand)]
         command: UserCmd,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FwFormat {
+    Nftables,
+    Iptables,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FwFamily {
+    Ipv4,
+    Ipv6,
 }
 
 #[derive(Subcommand)]
@@ -164,6 +188,22 @@ fn user_command(cfg: &Config, cmd: &UserCmd) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
+        Cmd::Firewall { format, family, ssh_port } => {
+            use mx6_server::firewall::{render, Format, Only};
+            let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
+            let format = match format {
+                FwFormat::Nftables => Format::Nftables,
+                FwFormat::Iptables => Format::Iptables,
+            };
+            let only = match family {
+                None => Only::Both,
+                Some(FwFamily::Ipv4) => Only::Ipv4,
+                Some(FwFamily::Ipv6) => Only::Ipv6,
+            };
+            let source = config_path(&cli).map(|p| p.display().to_string()).unwrap_or_else(|| "the built-in defaults".into());
+            print!("{}", render(&cfg, format, only, (*ssh_port != 0).then_some(*ssh_port), &source));
+            ExitCode::SUCCESS
+        }
         Cmd::User { command } => {
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
             match user_command(&cfg, command) {

@@ -8,6 +8,7 @@
 //! - [`session_driver`]: one SMTP session over a socket;
 //! - [`queue_manager`]: local delivery and retries;
 //! - [`metrics`], [`admin_http`]: Prometheus metrics on `metrics.listen`;
+//! - [`firewall`]: the `mx6 firewall` ruleset;
 //! - [`users`]: the users file (mailboxes, AUTH passwords, allowed senders);
 //! - [`auth_throttle`]: failed AUTH attempts per client prefix.
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@
 pub mod admin_http;
 pub mod auth_throttle;
 pub mod config;
+pub mod firewall;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -60,7 +60,9 @@ fn counters_are_exact_and_labelled_by_family() {
         ("mx6_delivery_attempts_total{family=\"ipv6\",result=\"delivered\"}".into(), 2.0),
         ("mx6_delivery_attempts_total{family=\"ipv4\",result=\"delivered\"}".into(), 1.0),
         (format!("mx6_sessions_active{{family=\"ipv6\",listener=\"{l6}\"}}"), 0.0),
-        ("mx6_delivery_duration_seconds_count{result=\"delivered\"}".into(), 3.0),
+        ("mx6_delivery_duration_seconds_count{family=\"ipv6\",result=\"delivered\"}".into(), 2.0),
+        ("mx6_delivery_duration_seconds_count{family=\"ipv4\",result=\"delivered\"}".into(), 1.0),
+        ("mx6_greylist_total{family=\"ipv6\",result=\"new\"}".into(), 0.0),
         ("mx6_queue_messages{state=\"active\"}".into(), 0.0),
         ("mx6_queue_messages{state=\"hold\"}".into(), 0.0),
     ];
@@ -73,6 +75,34 @@ fn counters_are_exact_and_labelled_by_family() {
         assert!(body.contains(&format!("# TYPE {name} ")), "{name} missing");
     }
     assert_eq!(s.http_get("/healthz"), ("HTTP/1.1 200 OK".into(), "ok\n".into()));
+
+    // Every metric the Grafana dashboard queries is exported (histograms by
+    // their _bucket series).
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/mx6.json")).unwrap())
+            .unwrap();
+    let mut names = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("mx6_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                names.push(name);
+            }
+        }
+    }
+    assert!(names.len() >= 10);
+    for n in names {
+        if n == "mx6_ratelimit_hits_total" {
+            // Its series are labelled by the configured rate-limit rules, which
+            // this version does not have yet: nothing to export until then.
+            continue;
+        }
+        assert!(
+            body.lines().any(|l| l.starts_with(&format!("{n}{{")) || l.starts_with(&format!("{n} "))),
+            "dashboard queries {n}, not exported"
+        );
+    }
 
     // promtool (Debian `prometheus`, installed by scripts/test.sh) accepts it.
     let mut child = std::process::Command::new("promtool")

@@ -4,7 +4,8 @@
 //! tokens — never a client address.
 //!
 //! Local deliveries are labelled with the family of the client that sent the
-//! message (a Maildir has no peer).
+//! message (a Maildir has no peer). `mx6_delivery_duration_seconds` carries
+//! `family` besides the contract's `result`, for latency by family.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -56,12 +57,22 @@ impl Metrics {
             HistogramOpts::new("mx6_delivery_duration_seconds", "Time from arrival to the delivery outcome.").buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
             ]),
-            &["result"],
+            &["family", "result"],
         )
         .expect("valid metric");
         r.register(Box::new(delivery_duration.clone())).expect("unique metric");
         for state in ["active", "deferred", "hold"] {
             queue_messages.with_label_values(&[state]).set(0);
+        }
+        // Known outcomes start at zero, so dashboards and alerts see the series
+        // before the first event.
+        for family in ["ipv4", "ipv6"] {
+            for result in ["new", "early", "passed", "allowlisted"] {
+                greylist.with_label_values(&[family, result]).inc_by(0);
+            }
+            for result in ["delivered", "deferred", "bounced"] {
+                delivery_attempts.with_label_values(&[family, result]).inc_by(0);
+            }
         }
         Metrics {
             registry: r,

@@ -158,7 +158,7 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                 Ok(outcome) => {
                     job.done[i] = true;
                     m.delivery_attempts.with_label_values(&[family, "delivered"]).inc();
-                    m.delivery_duration.with_label_values(&["delivered"]).observe(age);
+                    m.delivery_duration.with_label_values(&[family, "delivered"]).observe(age);
                     entries.push(DoneEntry { id: job.msg.id.clone(), rcpt: i, status: DoneStatus::Delivered, release: None });
                     let (path, note) = match &outcome {
                         maildir::Outcome::Delivered(p) => (p, "delivered to maildir"),
@@ -176,7 +176,7 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                 }
                 Err(e) => {
                     m.delivery_attempts.with_label_values(&[family, "deferred"]).inc();
-                    m.delivery_duration.with_label_values(&["deferred"]).observe(age);
+                    m.delivery_duration.with_label_values(&[family, "deferred"]).observe(age);
                     tracing::warn!(queue_id = %job.msg.id, to = %job.msg.rcpts[i].address, relay = "local", status = "deferred", error = %e, "local delivery failed");
                     failed = true;
                 }

@@ -2,6 +2,8 @@
 //! their features; see CONTRACT.md). Exit status: 0 success, 1 a finding or a
 //! refused operation, 2 usage error.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -1,6 +1,6 @@
-//! The `mx6` command: `serve`, `config check` (more subcommands arrive with
-//! their features; see CONTRACT.md). Exit status: 0 success, 1 a finding or a
-//! refused operation, 2 usage error.
+//! The `mx6` command: `serve`, `config check`, `user`, `firewall` (the other
+//! subcommands of CONTRACT.md arrive with their features). Exit status: 0
+//! success, 1 a finding or a refused operation, 2 usage error.
 
 #![forbid(unsafe_code)]
 

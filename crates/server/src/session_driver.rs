@@ -202,9 +202,10 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
         Ask::Auth { mechanism, username, password, .. } => authenticate(ctx, shared, mechanism, username, password).await,
         Ask::Mail { from, auth, .. } => {
             ctx.routes.clear();
-            if let Some(user) = auth {
-                let sender = from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
-                if !shared.users.get().may_send_as(&user, &sender) {
+            // The null sender is allowed: an MTA that relays through us (a
+            // Postfix with mx6 as relayhost) sends its bounces that way.
+            if let (Some(user), Some(sender)) = (auth, from.mailbox.as_ref()) {
+                if !shared.users.get().may_send_as(&user, &sender.to_string()) {
                     tracing::info!(
                         session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "mail", reason = "sender_not_owned",
                         user = %user, from = %from, "reject: sender address not owned by the authenticated user"

@@ -1,0 +1,138 @@
+//! A real Postfix uses mx6 as its relayhost over IPv6: STARTTLS, SASL AUTH
+//! (Postfix's Cyrus SASL client) on mx6's submission port, then local delivery;
+//! Postfix's bounces (null sender) take the same path.
+//! Needs root (Postfix's master) and Debian's `postfix` and `libsasl2-modules`,
+//! which scripts/test.sh installs.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Postfix {
+    dir: std::path::PathBuf,
+}
+
+impl Postfix {
+    fn start(dir: &std::path::Path, port: u16, relayhost: &str) -> Postfix {
+        let q = dir.join("queue");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&q).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        assert!(Command::new("chown").arg("postfix").arg(&data).status().unwrap().success(), "needs root and the postfix user");
+        let d = dir.display();
+        std::fs::write(
+            dir.join("main.cf"),
+            format!(
+                "compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+mail_owner = postfix
+inet_interfaces = 127.0.0.1
+inet_protocols = all
+myhostname = postfix.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relay_domains =
+smtpd_recipient_restrictions = permit_mynetworks, reject
+relayhost = {relayhost}
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = static:alice@mx.test:alice-pw
+smtp_sasl_security_options = noanonymous
+smtp_sasl_tls_security_options = noanonymous
+smtp_sasl_mechanism_filter = plain, login
+smtp_tls_security_level = encrypt
+maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
+"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("master.cf"),
+            format!(
+                "127.0.0.1:{port} inet n - n - - smtpd
+pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+tlsmgr unix - - n 1000? 1 tlsmgr
+postlog unix-dgram n - n - 1 postlogd
+"
+            ),
+        )
+        .unwrap();
+        let st = Command::new("postfix").arg("-c").arg(dir).arg("check").status().unwrap();
+        assert!(st.success(), "postfix check failed; run `script -qc \"postfix -c {d} check\" /dev/null` to see why");
+        assert!(Command::new("postfix").arg("-c").arg(dir).arg("start").status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "postfix did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Postfix { dir: dir.to_path_buf() }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix").arg("-c").arg(&self.dir).arg("stop").status();
+    }
+}
+
+#[test]
+fn postfix_relays_through_mx6_with_starttls_and_auth_over_ipv6() {
+    let s = Server::start("postfix-peer", "[local]\ndomains = [\"mx.test\"]\n");
+    assert!(s.user(&["add", "alice@mx.test"], "alice-pw\n").status.success());
+    let pf_port = free_port();
+    let pf = Postfix::start(&s.dir.join("postfix"), pf_port, &format!("[ipv6:::1]:{}", s.sub_port));
+    let out = swaks_ok(&["--server", "127.0.0.1", "--port", &pf_port.to_string(), "--from", "alice@mx.test", "--to", "alice@mx.test"]);
+    assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let files = loop {
+        let f = s.wait_mail("alice", "mx.test", 1);
+        if !f.is_empty() || Instant::now() > deadline {
+            break f;
+        }
+    };
+    assert_eq!(files.len(), 1, "postfix log:\n{}\nmx6 log:\n{}", pf.log(), s.log_text());
+    let m = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(m.contains("Received: from postfix.test (unknown [IPv6:::1])"), "{m}");
+    assert!(m.contains(" with ESMTPSA id "), "{m}");
+    assert!(s.log_text().contains("authenticated") && s.log_text().contains("user=alice@mx.test"), "{}", s.log_text());
+    assert!(pf.log().contains("status=sent"), "{}", pf.log());
+
+    // Postfix's own bounces (null sender) also go through: to an unknown user,
+    // mx6 refuses the recipient, Postfix returns the message to alice via mx6.
+    swaks_ok(&["--server", "127.0.0.1", "--port", &pf_port.to_string(), "--from", "alice@mx.test", "--to", "nobody@mx.test"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let files = loop {
+        let f = s.wait_mail("alice", "mx.test", 2);
+        if f.len() >= 2 || Instant::now() > deadline {
+            break f;
+        }
+    };
+    assert_eq!(files.len(), 2, "postfix log:\n{}\nmx6 log:\n{}", pf.log(), s.log_text());
+    let texts: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    assert!(texts.iter().any(|t| t.starts_with("Return-Path: <>\r\n") && t.contains("nobody@mx.test")), "{texts:?}");
+}

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mx6_delivery::maildir;
 use mx6_policy::Family;
@@ -34,7 +34,6 @@ pub struct Job {
     pub failures: u32,
     /// Came from the spool at start: a delivery may already have happened.
     pub recovered: bool,
-    pub enqueued: Instant,
 }
 
 #[derive(Clone)]
@@ -80,7 +79,6 @@ impl QueueManager {
                 done,
                 failures: 0,
                 recovered: true,
-                enqueued: Instant::now(),
             });
         }
         let sem = running.clone();
@@ -166,9 +164,11 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                     };
                     tracing::info!(
                         queue_id = %job.msg.id,
+                        from = %format!("<{}>", job.msg.from),
                         to = %job.msg.rcpts[i].address,
                         relay = "local",
-                        delay = format!("{:.3}", job.enqueued.elapsed().as_secs_f64()),
+                        family,
+                        delay = format!("{age:.3}"),
                         status = "sent",
                         file = %path.display(),
                         "{note}"
@@ -177,7 +177,17 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                 Err(e) => {
                     m.delivery_attempts.with_label_values(&[family, "deferred"]).inc();
                     m.delivery_duration.with_label_values(&[family, "deferred"]).observe(age);
-                    tracing::warn!(queue_id = %job.msg.id, to = %job.msg.rcpts[i].address, relay = "local", status = "deferred", error = %e, "local delivery failed");
+                    tracing::warn!(
+                        queue_id = %job.msg.id,
+                        from = %format!("<{}>", job.msg.from),
+                        to = %job.msg.rcpts[i].address,
+                        relay = "local",
+                        family,
+                        delay = format!("{age:.3}"),
+                        status = "deferred",
+                        error = %e,
+                        "local delivery failed"
+                    );
                     failed = true;
                 }
             }
@@ -190,7 +200,14 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
         let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && job.msg.rcpts[i].local.is_none());
         if relay_open && job.failures == 0 && !job.recovered {
             for r in job.msg.rcpts.iter().filter(|r| r.local.is_none()) {
-                tracing::info!(queue_id = %job.msg.id, to = %r.address, status = "deferred", "waiting in the queue: outbound delivery is not available in this version");
+                tracing::info!(
+                    queue_id = %job.msg.id,
+                    from = %format!("<{}>", job.msg.from),
+                    to = %r.address,
+                    status = "deferred",
+                    family,
+                    "waiting in the queue: outbound delivery is not available in this version"
+                );
             }
         }
         if failed {

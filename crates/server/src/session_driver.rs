@@ -356,7 +356,6 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
                 done: vec![false; n],
                 failures: 0,
                 recovered: false,
-                enqueued: Instant::now(),
             });
             Answer::Queued(id)
         }

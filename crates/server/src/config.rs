@@ -19,6 +19,8 @@ use serde::Deserialize;
 pub struct Config {
     pub hostname: String,
     pub data_dir: PathBuf,
+    /// Started as root: bind, give data_dir to this user, continue as it.
+    pub user: String,
     pub listener: Vec<ListenerConfig>,
     pub tls: TlsConfig,
     pub local: LocalConfig,
@@ -196,6 +198,7 @@ impl Default for Config {
         Config {
             hostname: String::new(),
             data_dir: PathBuf::from("./mx6-data"),
+            user: String::new(),
             listener: Vec::new(),
             tls: TlsConfig::default(),
             local: LocalConfig::default(),

@@ -9,6 +9,7 @@
 //! - [`queue_manager`]: local delivery and retries;
 //! - [`metrics`], [`admin_http`]: Prometheus metrics on `metrics.listen`;
 //! - [`firewall`]: the `mx6 firewall` ruleset;
+//! - [`privileges`]: dropping root after binding;
 //! - [`users`]: the users file (mailboxes, AUTH passwords, allowed senders);
 //! - [`auth_throttle`]: failed AUTH attempts per client prefix.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod config;
 pub mod firewall;
 pub mod listener;
 pub mod metrics;
+pub mod privileges;
 pub mod proxy;
 pub mod queue_manager;
 pub mod session_driver;
@@ -68,6 +70,8 @@ pub enum ServeError {
     Spool(#[from] mx6_queue::SpoolError),
     #[error("metrics.listen {address}: {source}")]
     Metrics { address: String, source: std::io::Error },
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
     #[error("listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
 }
@@ -79,25 +83,6 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     let cfg = Arc::new(cfg);
     raise_fd_limit(cfg.limits.sessions);
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
-    let users = users::UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
-    let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
-    let tls = Some(tls::server_config(&cfg)?);
-    let (spool, recovered) = mx6_queue::spool::open(&cfg.path_in_data("spool"))?;
-    if !recovered.is_empty() {
-        tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
-    }
-    let metrics = Arc::new(metrics::Metrics::new());
-    let schedule = Schedule { initial: cfg.queue.retry_initial, max: cfg.queue.retry_max, max_age: cfg.queue.max_age };
-    let queue = QueueManager::start(
-        spool.clone(),
-        cfg.data_dir.clone(),
-        cfg.local.maildir.clone(),
-        cfg.hostname.clone(),
-        schedule,
-        recovered,
-        metrics.clone(),
-    );
-
     let mut bound = Vec::new();
     for l in &cfg.listener {
         let sock = listener::bind(l).map_err(|source| ServeError::Bind { address: l.address.to_string(), source })?;
@@ -120,6 +105,28 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         tracing::info!(listen = %addr, "metrics on /metrics, health on /healthz");
         Some(l)
     };
+    if !cfg.user.is_empty() {
+        privileges::drop_to(&cfg.user, &cfg.data_dir)?;
+    }
+    let users = users::UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
+    let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
+    let tls = Some(tls::server_config(&cfg)?);
+    let (spool, recovered) = mx6_queue::spool::open(&cfg.path_in_data("spool"))?;
+    if !recovered.is_empty() {
+        tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
+    }
+    let metrics = Arc::new(metrics::Metrics::new());
+    let schedule = Schedule { initial: cfg.queue.retry_initial, max: cfg.queue.retry_max, max_age: cfg.queue.max_age };
+    let queue = QueueManager::start(
+        spool.clone(),
+        cfg.data_dir.clone(),
+        cfg.local.maildir.clone(),
+        cfg.hostname.clone(),
+        schedule,
+        recovered,
+        metrics.clone(),
+    );
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),

@@ -72,14 +72,7 @@ impl QueueManager {
             for i in r.done {
                 done[i] = true;
             }
-            let _ = tx.send(Job {
-                msg: Arc::new(r.message),
-                loc: r.location,
-                body: None,
-                done,
-                failures: 0,
-                recovered: true,
-            });
+            let _ = tx.send(Job { msg: Arc::new(r.message), loc: r.location, body: None, done, failures: 0, recovered: true });
         }
         let sem = running.clone();
         tokio::spawn(async move {

@@ -349,14 +349,7 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
             );
             shared.metrics.messages_accepted.with_label_values(&[ctx.family.as_str(), &ctx.listener]).inc();
             let n = msg.rcpts.len();
-            shared.queue.submit(Job {
-                msg: Arc::new(msg),
-                loc,
-                body: Some(body),
-                done: vec![false; n],
-                failures: 0,
-                recovered: false,
-            });
+            shared.queue.submit(Job { msg: Arc::new(msg), loc, body: Some(body), done: vec![false; n], failures: 0, recovered: false });
             Answer::Queued(id)
         }
         Err(e) => {

@@ -75,6 +75,13 @@ pub fn write(path: &Path, f: &UsersFile) -> Result<(), String> {
         .open(&tmp)
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     out.write_all(text.as_bytes()).and_then(|_| out.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    // Run as root against a server that dropped to its own user: keep the file
+    // readable by that user (the owner of the old file, else of data_dir).
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(path).or_else(|_| std::fs::metadata(path.parent().unwrap_or(Path::new("."))));
+    if let Ok(m) = owner {
+        let _ = std::os::unix::fs::chown(&tmp, Some(m.uid()), Some(m.gid()));
+    }
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -119,7 +119,7 @@ fn postfix_relays_through_mx6_with_starttls_and_auth_over_ipv6() {
     let m = std::fs::read_to_string(&files[0]).unwrap();
     assert!(m.contains("Received: from postfix.test (unknown [IPv6:::1])"), "{m}");
     assert!(m.contains(" with ESMTPSA id "), "{m}");
-    assert!(s.log_text().contains("authenticated") && s.log_text().contains("user=alice@mx.test"), "{}", s.log_text());
+    assert!(s.log_has("authenticated") && s.log_has("user=alice@mx.test"), "{}", s.log_text());
     assert!(pf.log().contains("status=sent"), "{}", pf.log());
 
     // Postfix's own bounces (null sender) also go through: to an unknown user,

@@ -33,5 +33,5 @@ fn root_binds_low_port_then_runs_as_user() {
     assert_eq!(files.len(), 1, "{}", s.log_text());
     assert_eq!(std::fs::metadata(&files[0]).unwrap().uid(), nobody);
     assert_eq!(std::fs::metadata(s.data().join("spool")).unwrap().uid(), nobody);
-    assert!(s.log_text().contains("dropped root privileges"));
+    assert!(s.log_has("dropped root privileges"));
 }

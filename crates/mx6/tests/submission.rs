@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::process::Output;
+
 use common::*;
 
 fn server(name: &str, extra: &str) -> Server {
@@ -12,8 +14,24 @@ fn server(name: &str, extra: &str) -> Server {
     s
 }
 
-fn text(out: &std::process::Output) -> String {
+fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// swaks to the submission port with STARTTLS (or `--tlsc` on `port`) and AUTH
+/// as `user`/`password` with `mech`, plus `extra` arguments.
+fn submit(host: &str, port: u16, tls: &str, mech: &str, user: &str, password: &str, extra: &[&str]) -> Output {
+    let port = port.to_string();
+    let mut args = vec!["--server", host, "--port", &port, tls, "--auth", mech, "--auth-user", user, "--auth-password", password];
+    args.extend_from_slice(extra);
+    swaks(&args)
+}
+
+fn alice(s: &Server, host: &str, mech: &str, extra: &[&str]) -> String {
+    let out = submit(host, s.sub_port, "--tls", mech, "alice@mx.test", "alice-pw", extra);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    t
 }
 
 #[test]
@@ -21,28 +39,18 @@ fn starttls_auth_plain_and_login_relay_over_both_families() {
     let s = server("sub-relay", "");
     for host in ["::1", "127.0.0.1"] {
         for mech in ["PLAIN", "LOGIN"] {
-            let out = swaks_ok(&[
-                "--server",
-                host,
-                "--port",
-                &s.sub_port.to_string(),
-                "--tls",
-                "--auth",
-                mech,
-                "--auth-user",
-                "alice@mx.test",
-                "--auth-password",
-                "alice-pw",
-                "--from",
-                "alice@mx.test",
-                "--to",
-                "bob@remote.test",
-            ]);
+            let out = alice(&s, host, mech, &["--from", "alice@mx.test", "--to", "bob@remote.test"]);
             assert!(out.contains("<~  235 2.7.0 Authentication successful"), "{out}");
             assert!(out.contains("<~  250 2.0.0 Ok: queued as"), "{out}");
         }
     }
-    let log = s.log_text();
+    // The queue manager logs asynchronously: wait for all four lines.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = s.log_text();
+    while log.matches("to=bob@remote.test status=\"deferred\"").count() < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = s.log_text();
+    }
     assert_eq!(log.matches("to=bob@remote.test status=\"deferred\"").count(), 4, "{log}");
     assert!(log.contains("user=\"alice@mx.test\""), "{log}");
     assert!(!log.contains("alice-pw"), "a password reached the log");
@@ -52,25 +60,18 @@ fn starttls_auth_plain_and_login_relay_over_both_families() {
 fn submissions_is_implicit_tls() {
     let s = server("subs", "");
     for host in ["::1", "127.0.0.1"] {
-        let out = swaks_ok(&[
-            "--server",
+        let out = submit(
             host,
-            "--port",
-            &s.subs_port.to_string(),
+            s.subs_port,
             "--tlsc",
-            "--auth",
             "LOGIN",
-            "--auth-user",
             "alice@mx.test",
-            "--auth-password",
             "alice-pw",
-            "--from",
-            "alice@mx.test",
-            "--to",
-            "alice@mx.test",
-        ]);
-        assert!(out.contains("<~  250 2.0.0 Ok: queued as"), "{out}");
-        assert!(!out.contains("STARTTLS"), "no STARTTLS inside implicit TLS: {out}");
+            &["--from", "alice@mx.test", "--to", "alice@mx.test"],
+        );
+        let t = text(&out);
+        assert!(t.contains("<~  250 2.0.0 Ok: queued as"), "{t}");
+        assert!(!t.contains("STARTTLS"), "no STARTTLS inside implicit TLS: {t}");
     }
     let mails = s.mail_texts("alice", "mx.test", 2);
     assert_eq!(mails.len(), 2);
@@ -83,8 +84,7 @@ fn submissions_is_implicit_tls() {
 fn auth_only_inside_tls_and_required_before_mail() {
     let s = server("sub-rules", "");
     // Not advertised before STARTTLS, refused when tried.
-    let out = swaks(&["--server", "::1", "--port", &s.sub_port.to_string(), "--quit-after", "EHLO"]);
-    let t = text(&out);
+    let t = text(&swaks(&["--server", "::1", "--port", &s.sub_port.to_string(), "--quit-after", "EHLO"]));
     assert!(!t.contains("AUTH"), "{t}");
     let mut c = Raw::open(v6(s.sub_port));
     c.cmd("EHLO c.example");
@@ -107,128 +107,42 @@ fn auth_only_inside_tls_and_required_before_mail() {
 #[test]
 fn wrong_password_and_foreign_sender_are_refused() {
     let s = server("sub-refuse", "");
-    let out = swaks(&[
-        "--server",
-        "::1",
-        "--port",
-        &s.sub_port.to_string(),
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "alice@mx.test",
-        "--auth-password",
-        "wrong",
-        "--to",
-        "x@remote.test",
-    ]);
-    assert!(text(&out).contains("<~* 535 5.7.8 Error: authentication credentials invalid"), "{}", text(&out));
-    let out = swaks(&[
-        "--server",
+    let t = text(&submit("::1", s.sub_port, "--tls", "PLAIN", "alice@mx.test", "wrong", &["--to", "x@remote.test"]));
+    assert!(t.contains("<~* 535 5.7.8 Error: authentication credentials invalid"), "{t}");
+    let t = text(&submit(
         "127.0.0.1",
-        "--port",
-        &s.sub_port.to_string(),
+        s.sub_port,
         "--tls",
-        "--auth",
         "PLAIN",
-        "--auth-user",
         "alice@mx.test",
-        "--auth-password",
         "alice-pw",
-        "--from",
-        "ceo@mx.test",
-        "--to",
-        "x@remote.test",
-    ]);
-    assert!(text(&out).contains("<~* 553 5.7.1 Sender address rejected: not owned by the authenticated user"), "{}", text(&out));
+        &["--from", "ceo@mx.test", "--to", "x@remote.test"],
+    ));
+    assert!(t.contains("<~* 553 5.7.1 Sender address rejected: not owned by the authenticated user"), "{t}");
     // A listed extra sender address is fine.
-    let out = swaks_ok(&[
-        "--server",
-        "127.0.0.1",
-        "--port",
-        &s.sub_port.to_string(),
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "alice@mx.test",
-        "--auth-password",
-        "alice-pw",
-        "--from",
-        "sales@mx.test",
-        "--to",
-        "x@remote.test",
-    ]);
+    let out = alice(&s, "127.0.0.1", "PLAIN", &["--from", "sales@mx.test", "--to", "x@remote.test"]);
     assert!(out.contains("<~  250 2.0.0 Ok: queued"), "{out}");
-    assert!(s.log_text().contains("reason=\"sender_not_owned\""));
-    assert!(s.log_text().contains("reason=\"auth_failed\""));
+    assert!(s.log_has("reason=\"sender_not_owned\""));
+    assert!(s.log_has("reason=\"auth_failed\""));
 }
 
 #[test]
 fn repeated_failures_from_one_prefix_are_throttled() {
     let s = server("sub-throttle", "auth_failures = 2\n");
-    let attempt = |pw: &str| {
-        text(&swaks(&[
-            "--server",
-            "::1",
-            "--port",
-            &s.sub_port.to_string(),
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice@mx.test",
-            "--auth-password",
-            pw,
-            "--quit-after",
-            "AUTH",
-        ]))
-    };
-    assert!(attempt("bad1").contains("535 5.7.8"));
-    assert!(attempt("bad2").contains("535 5.7.8"));
-    let t = attempt("alice-pw");
+    let attempt = |host: &str, pw: &str| text(&submit(host, s.sub_port, "--tls", "PLAIN", "alice@mx.test", pw, &["--quit-after", "AUTH"]));
+    assert!(attempt("::1", "bad1").contains("535 5.7.8"));
+    assert!(attempt("::1", "bad2").contains("535 5.7.8"));
+    let t = attempt("::1", "alice-pw");
     assert!(t.contains("454 4.7.0 Too many failed authentications"), "{t}");
     // The other family is another prefix.
-    let t = text(&swaks(&[
-        "--server",
-        "127.0.0.1",
-        "--port",
-        &s.sub_port.to_string(),
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "alice@mx.test",
-        "--auth-password",
-        "alice-pw",
-        "--quit-after",
-        "AUTH",
-    ]));
+    let t = attempt("127.0.0.1", "alice-pw");
     assert!(t.contains("235 2.7.0"), "{t}");
 }
 
 #[test]
 fn submission_hygiene_headers() {
     let s = server("sub-hygiene", "");
-    let out = swaks_ok(&[
-        "--server",
-        "::1",
-        "--port",
-        &s.sub_port.to_string(),
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "alice@mx.test",
-        "--auth-password",
-        "alice-pw",
-        "--from",
-        "alice@mx.test",
-        "--to",
-        "alice@mx.test",
-        "--data",
-        "Subject: no date\n\nbody\n",
-    ]);
+    let out = alice(&s, "::1", "PLAIN", &["--from", "alice@mx.test", "--to", "alice@mx.test", "--data", "Subject: no date\n\nbody\n"]);
     assert!(out.contains("250 2.0.0 Ok: queued"));
     let m = &s.mail_texts("alice", "mx.test", 1)[0];
     assert!(m.contains("Received: from "), "{m}");
@@ -237,25 +151,8 @@ fn submission_hygiene_headers() {
     assert!(m.contains("\r\nDate: "), "{m}");
     assert!(m.contains("\r\nMessage-ID: <") && m.contains("@mx.test>\r\n"), "{m}");
     // A message that has them keeps its own, once.
-    let out = swaks_ok(&[
-        "--server",
-        "::1",
-        "--port",
-        &s.sub_port.to_string(),
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "alice@mx.test",
-        "--auth-password",
-        "alice-pw",
-        "--from",
-        "alice@mx.test",
-        "--to",
-        "alice@mx.test",
-        "--data",
-        "Subject: has both\nmessage-id: <mine@client>\nDATE: Fri, 27 Nov 2026 10:00:00 +0000\n\nbody\n",
-    ]);
+    let data = "Subject: has both\nmessage-id: <mine@client>\nDATE: Fri, 27 Nov 2026 10:00:00 +0000\n\nbody\n";
+    let out = alice(&s, "::1", "PLAIN", &["--from", "alice@mx.test", "--to", "alice@mx.test", "--data", data]);
     assert!(out.contains("250 2.0.0 Ok: queued"));
     let mails = s.mail_texts("alice", "mx.test", 2);
     let m = mails.iter().find(|m| m.contains("<mine@client>")).expect("second message");
@@ -265,25 +162,7 @@ fn submission_hygiene_headers() {
 #[test]
 fn hide_client_leaves_the_address_out() {
     let s = server("sub-hide", "hide_client = true\n");
-    swaks_ok(&[
-        "--server",
-        "::1",
-        "--port",
-        &s.sub_port.to_string(),
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "alice@mx.test",
-        "--auth-password",
-        "alice-pw",
-        "--from",
-        "alice@mx.test",
-        "--to",
-        "alice@mx.test",
-        "--helo",
-        "laptop.home",
-    ]);
+    alice(&s, "::1", "PLAIN", &["--from", "alice@mx.test", "--to", "alice@mx.test", "--helo", "laptop.home"]);
     let m = &s.mail_texts("alice", "mx.test", 1)[0];
     assert!(m.contains("Received: (using TLSv1."), "{m}");
     assert!(!m.contains("::1") && !m.contains("laptop.home"), "{m}");
@@ -292,23 +171,7 @@ fn hide_client_leaves_the_address_out() {
 #[test]
 fn user_command_round_trip() {
     let s = server("sub-users", "");
-    let auth = |pw: &str| {
-        text(&swaks(&[
-            "--server",
-            "::1",
-            "--port",
-            &s.sub_port.to_string(),
-            "--tls",
-            "--auth",
-            "LOGIN",
-            "--auth-user",
-            "bob@mx.test",
-            "--auth-password",
-            pw,
-            "--quit-after",
-            "AUTH",
-        ]))
-    };
+    let auth = |pw: &str| text(&submit("::1", s.sub_port, "--tls", "LOGIN", "bob@mx.test", pw, &["--quit-after", "AUTH"]));
     let out = s.user(&["add", "bob@mx.test"], "first\n");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&s.user(&["list"], "").stdout).contains("bob@mx.test"));

@@ -145,6 +145,21 @@ listen = "[::1]:{metrics_port}"
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the log contains `needle`, waiting up to 10 s for it (log lines
+    /// are written by a background thread, a moment after the event).
+    pub fn log_has(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }

@@ -27,6 +27,12 @@ pub fn micros(id: &str) -> Option<u64> {
     u64::from_str_radix(id.get(..16)?, 16).ok().map(|v| v >> 12)
 }
 
+/// How long ago the message with this id arrived (zero if the id says nothing).
+pub fn age(id: &str) -> std::time::Duration {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    std::time::Duration::from_micros(micros(id).map_or(0, |t| now.saturating_sub(t)))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -36,13 +36,14 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// `[v6]:port` or `v4:port`; empty = off.
-    pub listen: String,
+    /// `[v6]:port` or `v4:port`; `""` in the file = off.
+    #[serde(deserialize_with = "optional_address")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { listen: "[::1]:9325".into() }
+        MetricsConfig { listen: Some(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9325))) }
     }
 }
 
@@ -339,14 +340,6 @@ impl Config {
                 });
             }
         }
-        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
-            errs.push(ConfigError {
-                file: String::new(),
-                line: 0,
-                key: "metrics.listen".into(),
-                message: format!("`{}` is not an address with a port, e.g. \"[::1]:9325\"", self.metrics.listen),
-            });
-        }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             errs.push(ConfigError { file: String::new(), line: 0, key: "tls".into(), message: "set both cert and key, or neither".into() });
         }
@@ -434,6 +427,15 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         S::N(n) => Ok(n as usize),
         S::S(s) => parse_size(&s).map_err(de::Error::custom),
     }
+}
+
+/// An address with a port, or `""` for none.
+fn optional_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| de::Error::custom(format!("`{s}` is not an address with a port, e.g. \"[::1]:9325\"")))
 }
 
 fn domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

@@ -75,7 +75,7 @@ fn opens(cfg: &Config) -> Vec<Open> {
         let ListenerConfig { address, kind, allow, .. } = l;
         add(*address, allow, format!("{} listener {}", kind.as_str(), address));
     }
-    if let Ok(a) = cfg.metrics.listen.parse::<SocketAddr>() {
+    if let Some(a) = cfg.metrics.listen {
         // Metrics are for the monitoring host only: open them only when bound
         // to a non-loopback address, and say so.
         add(a, &[], format!("metrics {a} (restrict it to your Prometheus host)"));

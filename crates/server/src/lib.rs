@@ -68,8 +68,6 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error("spool: {0}")]
     Spool(#[from] mx6_queue::SpoolError),
-    #[error("metrics.listen {address}: {source}")]
-    Metrics { address: String, source: std::io::Error },
     #[error(transparent)]
     Privileges(#[from] privileges::PrivilegeError),
     #[error("listen on {address}: {source}")]
@@ -85,25 +83,17 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
     let mut bound = Vec::new();
     for l in &cfg.listener {
-        let sock = listener::bind(l).map_err(|source| ServeError::Bind { address: l.address.to_string(), source })?;
+        let sock = listener::bind(l.address).map_err(|source| ServeError::Bind { address: l.address.to_string(), source })?;
         tracing::info!(listener = %l.address, kind = l.kind.as_str(), proxy_protocol = l.proxy_protocol, "listening");
         bound.push((sock, l.clone()));
     }
-    let admin = if cfg.metrics.listen.is_empty() {
-        None
-    } else {
-        let addr = cfg.metrics.listen.clone();
-        let l = listener::bind(&config::ListenerConfig {
-            address: addr
-                .parse()
-                .map_err(|_| ServeError::Metrics { address: addr.clone(), source: std::io::ErrorKind::InvalidInput.into() })?,
-            kind: config::ListenerKind::Smtp,
-            proxy_protocol: false,
-            allow: vec![],
-        })
-        .map_err(|source| ServeError::Metrics { address: addr.clone(), source })?;
-        tracing::info!(listen = %addr, "metrics on /metrics, health on /healthz");
-        Some(l)
+    let admin = match cfg.metrics.listen {
+        None => None,
+        Some(addr) => {
+            let l = listener::bind(addr).map_err(|source| ServeError::Bind { address: format!("{addr} (metrics.listen)"), source })?;
+            tracing::info!(listen = %addr, "metrics on /metrics, health on /healthz");
+            Some(l)
+        }
     };
     if !cfg.user.is_empty() {
         privileges::drop_to(&cfg.user, &cfg.data_dir)?;

@@ -21,9 +21,8 @@ use crate::config::{ListenerConfig, ListenerKind};
 use crate::session_driver::Conn;
 use crate::Shared;
 
-/// Bind one listener.
-pub fn bind(l: &ListenerConfig) -> std::io::Result<TcpListener> {
-    let addr = l.address;
+/// Bind one listening socket (IPv6 sockets IPv6-only).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;

@@ -40,8 +40,7 @@ pub async fn read_header(stream: &mut TcpStream, peer: SocketAddr) -> Result<Soc
             if n == 0 {
                 return Err(ProxyError::Closed);
             }
-            if let Some((addr, rest)) = parse(&buf[..n], peer)? {
-                let len = n - rest.len();
+            if let Some((addr, len)) = parse(&buf[..n], peer)? {
                 stream.read_exact(&mut buf[..len]).await?;
                 return Ok(addr);
             }
@@ -58,8 +57,8 @@ pub async fn read_header(stream: &mut TcpStream, peer: SocketAddr) -> Result<Soc
     tokio::time::timeout(Duration::from_secs(10), fut).await.map_err(|_| ProxyError::Timeout)?
 }
 
-/// `Ok(None)`: need more bytes.
-pub fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, Vec<u8>)>, ProxyError> {
+/// The client address and the header's length; `Ok(None)`: need more bytes.
+pub fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, usize)>, ProxyError> {
     let header = HeaderResult::parse(buf);
     if header.is_incomplete() {
         return Ok(None);
@@ -84,7 +83,7 @@ pub fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, Vec<u8>
         }
         _ => return Err(ProxyError::Invalid),
     };
-    Ok(Some((addr, buf[len..].to_vec())))
+    Ok(Some((addr, len)))
 }
 
 #[cfg(test)]
@@ -94,15 +93,16 @@ mod tests {
     #[test]
     fn v1_and_v2() {
         let peer: SocketAddr = "[::1]:9".parse().unwrap();
-        let (a, rest) = parse(b"PROXY TCP6 2001:db8::7 ::1 40000 25\r\nEHLO x\r\n", peer).unwrap().unwrap();
+        let buf = b"PROXY TCP6 2001:db8::7 ::1 40000 25\r\nEHLO x\r\n";
+        let (a, len) = parse(buf, peer).unwrap().unwrap();
         assert_eq!(a, "[2001:db8::7]:40000".parse().unwrap());
-        assert_eq!(rest, b"EHLO x\r\n");
+        assert_eq!(&buf[len..], b"EHLO x\r\n");
         assert!(parse(b"PROXY TCP4 192.0.2.1 127.0", peer).unwrap().is_none());
         assert!(parse(b"EHLO x\r\n", peer).is_err());
         let mut v2h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
         v2h.extend_from_slice(&[192, 0, 2, 9, 127, 0, 0, 1, 0x9c, 0x40, 0, 25]);
-        let (a, rest) = parse(&v2h, peer).unwrap().unwrap();
+        let (a, len) = parse(&v2h, peer).unwrap().unwrap();
         assert_eq!(a, "192.0.2.9:40000".parse().unwrap());
-        assert!(rest.is_empty());
+        assert!(v2h[len..].is_empty());
     }
 }

@@ -132,10 +132,9 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     let mut entries = Vec::new();
     let mut retries = Vec::new();
     let m = &ctx.metrics;
-    let now_micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
     for JobResult { mut job, read_error, outcomes } in results {
         let family = job.msg.client.parse::<std::net::IpAddr>().map(|ip| Family::of(ip).as_str()).unwrap_or("ipv6");
-        let age = now_micros.saturating_sub(mx6_queue::id::micros(&job.msg.id).unwrap_or(now_micros)) as f64 / 1e6;
+        let age = mx6_queue::id::age(&job.msg.id).as_secs_f64();
         m.queue_messages.with_label_values(&["active"]).dec();
         if let Some(err) = read_error {
             tracing::error!(queue_id = %job.msg.id, error = %err, "can not read message from the spool; will retry");
@@ -266,10 +265,7 @@ fn write_batch(ctx: &Ctx, jobs: Vec<Job>) -> Vec<JobResult> {
 fn retry(ctx: &Arc<Ctx>, mut job: Job) {
     job.failures += 1;
     let delay = ctx.schedule.delay(job.failures);
-    let age = Duration::from_micros(
-        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64)
-            .saturating_sub(mx6_queue::id::micros(&job.msg.id).unwrap_or(0)),
-    );
+    let age = mx6_queue::id::age(&job.msg.id);
     if ctx.schedule.expired(age) {
         // Returning the message needs outbound delivery (DSN); until then it is
         // kept and retried rather than dropped.

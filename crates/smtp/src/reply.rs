@@ -79,7 +79,7 @@ pub fn greeting(hostname: &str) -> Reply {
     Reply::plain(220, vec![format!("{hostname} ESMTP mx6")])
 }
 
-/// Multi-line teaser (used by the pregreet test of the abuse-defense issue).
+/// RFC 5321 §4.1.1.10: the answer to QUIT.
 pub fn closing(hostname: &str) -> Reply {
     Reply::new(221, "2.0.0", format!("{hostname} closing connection"))
 }
@@ -164,9 +164,6 @@ pub fn syntax(what: &str) -> Reply {
 }
 pub fn bad_helo() -> Reply {
     Reply::new(501, "5.5.4", "Syntax: EHLO hostname or address literal")
-}
-pub fn not_implemented(cmd: &str) -> Reply {
-    Reply::new(502, "5.5.1", format!("Error: {cmd} not implemented"))
 }
 pub fn need_helo() -> Reply {
     Reply::new(503, "5.5.1", "Error: send HELO/EHLO first")
@@ -277,10 +274,6 @@ pub fn nul_in_data() -> Reply {
 pub fn storage_failure() -> Reply {
     Reply::new(451, "4.3.0", "Error: queue file write error, try again later")
 }
-pub fn bdat_too_large() -> Reply {
-    Reply::new(552, "5.3.4", "Chunk exceeds message size limit")
-}
-
 // ---- recipients and policy ------------------------------------------------------
 
 pub fn unknown_user() -> Reply {
@@ -292,9 +285,6 @@ pub fn relay_denied() -> Reply {
 /// Percent hack, bang path or `@` inside the local part.
 pub fn unroutable_address() -> Reply {
     Reply::new(550, "5.1.3", "Recipient address rejected: routing characters (% ! @) in the local part are not accepted")
-}
-pub fn temporary_lookup_failure() -> Reply {
-    Reply::new(451, "4.3.0", "Temporary lookup failure, try again later")
 }
 pub fn access_denied() -> Reply {
     Reply::new(554, "5.7.1", "Access denied")

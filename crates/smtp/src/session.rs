@@ -28,6 +28,9 @@ use crate::reply::{self, Reply};
 /// extensions make lines longer, so we allow what Postfix allows).
 pub const MAX_COMMAND_LINE: usize = 2048;
 
+/// Longest SASL response line (RFC 4954 §4 asks for at least 12288 octets).
+pub const MAX_AUTH_LINE: usize = 12288;
+
 /// RFC 5321 §4.5.3.2 server timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -421,49 +424,31 @@ impl Session {
                         return;
                     }
                 },
-                State::AuthPlain | State::AuthLogin(_) => match memchr(b'\n', avail) {
-                    Some(i) => {
-                        let start = self.pos;
-                        let mut end = self.pos + i;
-                        self.pos = end + 1;
-                        if end > start && self.input[end - 1] == b'\r' {
-                            end -= 1;
-                        }
-                        let line = self.input[start..end].to_vec();
-                        self.auth_line(&line);
-                    }
-                    None => {
-                        if avail.len() > MAX_COMMAND_LINE * 6 {
+                State::Command | State::AuthPlain | State::AuthLogin(_) => {
+                    let in_auth = !matches!(self.state, State::Command);
+                    let limit = if in_auth { MAX_AUTH_LINE } else { MAX_COMMAND_LINE };
+                    let Some(i) = memchr(b'\n', avail) else {
+                        if avail.len() > limit {
                             self.pos = self.input.len();
                             self.state = State::LongLine;
                         }
                         return;
+                    };
+                    let start = self.pos;
+                    self.pos += i + 1;
+                    if i + 1 > limit {
+                        self.state = State::Command;
+                        self.reply(reply::line_too_long());
+                        continue;
                     }
-                },
-                State::Command => match memchr(b'\n', avail) {
-                    Some(i) => {
-                        let line_end = self.pos + i;
-                        let start = self.pos;
-                        self.pos = line_end + 1;
-                        if i + 1 > MAX_COMMAND_LINE {
-                            self.reply(reply::line_too_long());
-                            continue;
-                        }
-                        let mut end = line_end;
-                        if end > start && self.input[end - 1] == b'\r' {
-                            end -= 1;
-                        }
-                        let line = self.input[start..end].to_vec();
+                    let end = if i > 0 && self.input[start + i - 1] == b'\r' { start + i - 1 } else { start + i };
+                    let line = self.input[start..end].to_vec();
+                    if in_auth {
+                        self.auth_line(&line);
+                    } else {
                         self.command(&line);
                     }
-                    None => {
-                        if avail.len() > MAX_COMMAND_LINE {
-                            self.pos = self.input.len();
-                            self.state = State::LongLine;
-                        }
-                        return;
-                    }
-                },
+                }
                 State::Data(dec) => {
                     let (n, done) = dec.feed(avail);
                     self.pos += n;

@@ -74,6 +74,15 @@ struct Ctx {
     auth: Option<String>,
 }
 
+impl Ctx {
+    /// A refusal: one log line and one metric count, with the same stage and
+    /// reason token.
+    fn rejected(&self, shared: &Shared, stage: &'static str, reason: &'static str, detail: std::fmt::Arguments<'_>) {
+        shared.metrics.reject(self.family.as_str(), stage, reason);
+        tracing::info!(session = %self.id, client = %self.client, family = self.family.as_str(), stage, reason, "reject: {detail}");
+    }
+}
+
 pub async fn run(conn: Conn, client: SocketAddr, listener: &ListenerConfig, shared: Arc<Shared>) {
     let ip = mx6_smtp::address::canonical_ip(client.ip());
     let family = Family::of(ip);
@@ -140,10 +149,7 @@ pub async fn run(conn: Conn, client: SocketAddr, listener: &ListenerConfig, shar
                         Err(_) => break 'session "TLS handshake timeout",
                     }
                 }
-                Event::Rejected { stage, reason } => {
-                    shared.metrics.reject(ctx.family.as_str(), stage, reason);
-                    tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage, reason, "reject");
-                }
+                Event::Rejected { stage, reason } => ctx.rejected(&shared, stage, reason, format_args!("protocol limit")),
                 Event::Close => {
                     let _ = conn.write_all(&out).await;
                     conn.shutdown().await;
@@ -206,11 +212,7 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
             // Postfix with mx6 as relayhost) sends its bounces that way.
             if let (Some(user), Some(sender)) = (auth, from.mailbox.as_ref()) {
                 if !shared.users.get().may_send_as(&user, &sender.to_string()) {
-                    tracing::info!(
-                        session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "mail", reason = "sender_not_owned",
-                        user = %user, from = %from, "reject: sender address not owned by the authenticated user"
-                    );
-                    shared.metrics.reject(ctx.family.as_str(), "mail", "sender_not_owned");
+                    ctx.rejected(shared, "mail", "sender_not_owned", format_args!("sender {from} not owned by {user}"));
                     return Answer::Reject(reply::sender_not_owned());
                 }
             }
@@ -222,11 +224,7 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
                 Answer::Accept
             }
             RecipientVerdict::Reject { reason, reply } => {
-                shared.metrics.reject(ctx.family.as_str(), "rcpt", reason);
-                tracing::info!(
-                    session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "rcpt", reason,
-                    from = %from, to = %to, "reject: {}", reply.text()
-                );
+                ctx.rejected(shared, "rcpt", reason, format_args!("{} from={from} to=<{to}>", reply.text()));
                 Answer::Reject(reply)
             }
         },
@@ -246,8 +244,7 @@ async fn authenticate(ctx: &mut Ctx, shared: &Arc<Shared>, mechanism: &str, user
     let now = Instant::now();
     let log_user: String = username.chars().filter(|c| !c.is_control()).take(128).collect();
     if shared.auth_throttle.blocked(ctx.client, now) {
-        tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "auth", reason = "auth_throttled", user = %log_user, "reject: too many failed AUTH attempts from this prefix");
-        shared.metrics.reject(ctx.family.as_str(), "auth", "auth_throttled");
+        ctx.rejected(shared, "auth", "auth_throttled", format_args!("too many failed AUTH attempts from this prefix, user={log_user}"));
         return Answer::Reject(reply::auth_throttled());
     }
     let shared2 = shared.clone();
@@ -263,8 +260,7 @@ async fn authenticate(ctx: &mut Ctx, shared: &Arc<Shared>, mechanism: &str, user
         Ok(false) => {
             shared.auth_throttle.failed(ctx.client, now);
             tokio::time::sleep(shared.cfg.submission.auth_failure_delay).await;
-            tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), stage = "auth", reason = "auth_failed", user = %log_user, mechanism, "reject: authentication failed");
-            shared.metrics.reject(ctx.family.as_str(), "auth", "auth_failed");
+            ctx.rejected(shared, "auth", "auth_failed", format_args!("authentication failed, user={log_user} mechanism={mechanism}"));
             Answer::Reject(reply::auth_invalid())
         }
         Err(_) => Answer::Reject(reply::auth_temporary()),

@@ -3,9 +3,13 @@
 //! the metric label.
 //!
 //! - [`prefix`]: address family and prefix keys;
-//! - [`recipient`]: where a recipient goes (local, relay) or why it is refused.
+//! - [`recipient`]: where a recipient goes (local, relay) or why it is refused;
+//! - [`inbound`]: reverse DNS, SPF, DKIM, DMARC and DNSBL decisions per stage;
+//! - [`dnsbl`]: DNS blocklist and allowlist scoring.
 #![forbid(unsafe_code)]
 
+pub mod dnsbl;
+pub mod inbound;
 pub mod prefix;
 pub mod recipient;
 

@@ -290,6 +290,47 @@ pub fn access_denied() -> Reply {
     Reply::new(554, "5.7.1", "Access denied")
 }
 
+// ---- inbound authentication policy (RFC 7372 codes) -------------------------------
+
+/// RFC 7372 §3.3: the client has no PTR record.
+pub fn no_ptr(client: &str) -> Reply {
+    Reply::new(550, "5.7.25", format!("Client address [{client}] has no reverse DNS (PTR) record"))
+}
+/// RFC 7372 §3.3: the PTR name does not resolve back to the client address.
+pub fn fcrdns_mismatch(client: &str) -> Reply {
+    Reply::new(550, "5.7.25", format!("Reverse DNS of [{client}] does not resolve back to it (FCrDNS)"))
+}
+/// A reverse DNS lookup failed temporarily (timeout, SERVFAIL).
+pub fn reverse_dns_temp(client: &str) -> Reply {
+    Reply::new(451, "4.7.25", format!("Reverse DNS of [{client}] could not be checked now, try again later"))
+}
+/// RFC 7372 §3.2: SPF validation failed (RFC 7208 §8.4).
+pub fn spf_fail(domain: &str, client: &str) -> Reply {
+    Reply::new(550, "5.7.23", format!("SPF of {domain} does not permit sending from [{client}]"))
+}
+/// RFC 7372 §3.1: neither SPF nor DKIM passed.
+pub fn spf_or_dkim_required(client: &str) -> Reply {
+    Reply::new(550, "5.7.26", format!("Unauthenticated mail from [{client}]: neither SPF nor DKIM passes"))
+}
+/// SPF or DKIM could not be evaluated now.
+pub fn auth_temp() -> Reply {
+    Reply::new(451, "4.7.26", "SPF/DKIM could not be checked now, try again later")
+}
+/// RFC 7489 §6.6.3: the From domain publishes p=reject and DMARC failed.
+pub fn dmarc_reject(domain: &str) -> Reply {
+    Reply::new(550, "5.7.1", format!("Rejected by DMARC policy of {domain}"))
+}
+pub fn dmarc_temp(domain: &str) -> Reply {
+    Reply::new(451, "4.7.1", format!("DMARC of {domain} could not be checked now, try again later"))
+}
+/// RFC 5782: the client is listed on DNS blocklists whose score reaches the threshold.
+pub fn dnsbl(client: &str, zones: &str) -> Reply {
+    Reply::new(554, "5.7.1", format!("Service unavailable; client [{client}] blocked using {zones}"))
+}
+pub fn dnsbl_temp(client: &str) -> Reply {
+    Reply::new(451, "4.7.1", format!("DNS blocklists for [{client}] could not be checked now, try again later"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

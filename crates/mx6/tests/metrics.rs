@@ -11,7 +11,8 @@ fn line_value(text: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn counters_are_exact_and_labelled_by_family() {
-    let s = Server::start("metrics", "[local]\ndomains = [\"mx.test\"]\n");
+    let zone = "2001:db8::5 PTR mail5.example.net\nmail5.example.net AAAA 2001:db8::5\n";
+    let s = Server::start_with_zone("metrics", zone, "[local]\ndomains = [\"mx.test\"]\n");
     let p = s.port;
     for _ in 0..2 {
         swaks_ok(&["--server", "::1", "--port", &p.to_string(), "--to", "m6@mx.test"]);
@@ -27,6 +28,14 @@ fn counters_are_exact_and_labelled_by_family() {
         assert!(c.cmd("RCPT TO:<x@other.test>").starts_with("554"));
         c.cmd("QUIT");
     }
+    // An IPv6 client without reverse DNS.
+    let mut c = Raw::connect(v6(s.proxy_port));
+    c.send(b"PROXY TCP6 2001:db8::6 ::1 40000 25\r\n");
+    c.reply();
+    c.cmd("EHLO x.example");
+    assert!(c.cmd("MAIL FROM:<a@example.net>").starts_with("550 5.7.25"));
+    c.cmd("QUIT");
+    drop(c);
     // A smuggling attempt over IPv4.
     let mut c = Raw::open(v4(p));
     c.cmd("EHLO x.example");
@@ -50,13 +59,14 @@ fn counters_are_exact_and_labelled_by_family() {
     let want: Vec<(String, f64)> = vec![
         (format!("mx6_connections_total{{family=\"ipv6\",listener=\"{l6}\"}}"), 3.0),
         (format!("mx6_connections_total{{family=\"ipv4\",listener=\"{l4}\"}}"), 3.0),
-        (format!("mx6_connections_total{{family=\"ipv6\",listener=\"{lp}\"}}"), 1.0),
+        (format!("mx6_connections_total{{family=\"ipv6\",listener=\"{lp}\"}}"), 2.0),
         (format!("mx6_connections_total{{family=\"ipv4\",listener=\"{lp}\"}}"), 1.0),
         (format!("mx6_messages_accepted_total{{family=\"ipv6\",listener=\"{l6}\"}}"), 2.0),
         (format!("mx6_messages_accepted_total{{family=\"ipv4\",listener=\"{l4}\"}}"), 1.0),
         ("mx6_rejections_total{family=\"ipv6\",reason=\"relay_denied\",stage=\"rcpt\"}".into(), 1.0),
         ("mx6_rejections_total{family=\"ipv4\",reason=\"relay_denied\",stage=\"rcpt\"}".into(), 1.0),
         ("mx6_rejections_total{family=\"ipv4\",reason=\"bare_newline\",stage=\"data\"}".into(), 1.0),
+        ("mx6_rejections_total{family=\"ipv6\",reason=\"no_ptr\",stage=\"mail\"}".into(), 1.0),
         ("mx6_delivery_attempts_total{family=\"ipv6\",result=\"delivered\"}".into(), 2.0),
         ("mx6_delivery_attempts_total{family=\"ipv4\",result=\"delivered\"}".into(), 1.0),
         (format!("mx6_sessions_active{{family=\"ipv6\",listener=\"{l6}\"}}"), 0.0),

@@ -30,7 +30,7 @@ const TRICKS: &[&str] = &[
 
 #[test]
 fn tricks_from_strangers_never_relay_on_either_family() {
-    let s = Server::start("open-relay", "[local]\ndomains = [\"mx.test\", \"bücher.test\"]\n");
+    let s = Server::start_with_zone("open-relay", STRANGERS, "[local]\ndomains = [\"mx.test\", \"bücher.test\"]\n");
     for proxy in ["PROXY TCP6 2001:db8:bad::5 ::1 40000 25\r\n", "PROXY TCP4 192.0.2.5 127.0.0.1 40000 25\r\n"] {
         for trick in TRICKS {
             let mut c = Raw::connect(v6(s.proxy_port));

@@ -104,7 +104,7 @@ for host in ("::1", "127.0.0.1"):
 
 #[test]
 fn relay_is_refused_for_strangers_and_proxy_address_is_used() {
-    let s = Server::start("relay", "[local]\ndomains = [\"mx.test\"]\n");
+    let s = Server::start_with_zone("relay", STRANGERS, "[local]\ndomains = [\"mx.test\"]\n");
     let port = s.proxy_port.to_string();
     // A stranger (address from the PROXY header) may send to us, not through us.
     let out = swaks(&[
@@ -150,12 +150,15 @@ fn relay_is_refused_for_strangers_and_proxy_address_is_used() {
         &port,
         "--to",
         "p@mx.test",
+        "--from",
+        "someone@example.net",
         "--helo",
         "h.example",
     ]);
     assert!(out.contains("250 2.0.0 Ok: queued"));
     let m = &s.mail_texts("p", "mx.test", 1)[0];
-    assert!(m.contains("Received: from h.example (unknown [IPv6:2001:db8::5])"), "{m}");
+    assert!(m.contains("Received: from h.example (stranger.example.net [IPv6:2001:db8::5])"), "{m}");
+    assert!(m.contains("Authentication-Results: mx.test;\r\n\tiprev=pass (stranger.example.net) smtp.remote-ip=2001:db8::5;\r\n\tspf=pass smtp.mailfrom=someone@example.net"), "{m}");
     // mynetworks (loopback) may relay: the message waits in the queue.
     let out = swaks_ok(&["--server", "127.0.0.1", "--port", &s.port.to_string(), "--to", "x@other.test"]);
     assert!(out.contains("250 2.0.0 Ok: queued"));

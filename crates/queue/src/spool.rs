@@ -56,6 +56,9 @@ pub struct QueuedMessage {
     pub helo: String,
     #[serde(default)]
     pub smtputf8: bool,
+    /// Deliver into the Junk folder (DMARC quarantine, spam).
+    #[serde(default)]
+    pub junk: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -486,6 +489,7 @@ mod tests {
             client: "::1".into(),
             helo: "h".into(),
             smtputf8: false,
+            junk: false,
         }
     }
 

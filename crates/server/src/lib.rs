@@ -6,6 +6,7 @@
 //! - [`proxy`]: PROXY protocol v1/v2;
 //! - [`tls`]: certificates and the rustls configuration;
 //! - [`session_driver`]: one SMTP session over a socket;
+//! - [`inbound`]: reverse DNS, DNSBL, SPF, DKIM and DMARC checks per stage;
 //! - [`queue_manager`]: local delivery and retries;
 //! - [`metrics`], [`admin_http`]: Prometheus metrics on `metrics.listen`;
 //! - [`firewall`]: the `mx6 firewall` ruleset;
@@ -18,6 +19,7 @@ pub mod admin_http;
 pub mod auth_throttle;
 pub mod config;
 pub mod firewall;
+pub mod inbound;
 pub mod listener;
 pub mod metrics;
 pub mod privileges;
@@ -47,6 +49,7 @@ pub struct Shared {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub spool: mx6_queue::SpoolHandle,
     pub queue: QueueManager,
+    pub inbound: Arc<inbound::Inbound>,
     pub sessions: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     session_seq: AtomicU64,
@@ -70,6 +73,8 @@ pub enum ServeError {
     Spool(#[from] mx6_queue::SpoolError),
     #[error(transparent)]
     Privileges(#[from] privileges::PrivilegeError),
+    #[error("DNS resolver: {0}")]
+    Dns(#[from] mx6_dns::Error),
     #[error("listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
 }
@@ -101,6 +106,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     let users = users::UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
     let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
     let tls = Some(tls::server_config(&cfg)?);
+    let inbound = Arc::new(inbound::Inbound::new(&cfg)?);
     let (spool, recovered) = mx6_queue::spool::open(&cfg.path_in_data("spool"))?;
     if !recovered.is_empty() {
         tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
@@ -127,6 +133,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         tls,
         spool,
         queue: queue.clone(),
+        inbound,
         sessions: Arc::new(Semaphore::new(cfg.limits.sessions)),
         shutdown: stop_rx,
         session_seq: AtomicU64::new(1),

@@ -240,8 +240,13 @@ fn write_batch(ctx: &Ctx, jobs: Vec<Job>) -> Vec<JobResult> {
             if job.done[i] {
                 continue;
             }
+            let mut dir = maildir::mailbox_dir(&ctx.data_dir, &ctx.maildir, user, domain);
+            if job.msg.junk {
+                // Maildir++ subfolder, as Dovecot and Courier name it.
+                dir.push(".Junk");
+            }
             items.push(maildir::Item {
-                dir: maildir::mailbox_dir(&ctx.data_dir, &ctx.maildir, user, domain),
+                dir,
                 name: maildir::file_name(arrival, &job.msg.id, i, &ctx.hostname),
                 header: format!("Return-Path: <{}>\r\nDelivered-To: {}\r\n", job.msg.from, r.address).into_bytes(),
                 body: body.as_slice(),

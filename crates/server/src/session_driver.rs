@@ -20,7 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use mx6_policy::inbound::{Client, Verdict};
+
 use crate::config::{ListenerConfig, ListenerKind};
+use crate::inbound::{self, ClientCheck, Transaction};
 use crate::queue_manager::Job;
 use crate::Shared;
 
@@ -72,6 +75,14 @@ struct Ctx {
     routes: Vec<Route>,
     /// The authenticated user, normalised.
     auth: Option<String>,
+    /// HELO/EHLO argument as given.
+    helo: String,
+    /// Client in relay.mynetworks.
+    mynetworks: bool,
+    /// Connect-time facts (reverse DNS, DNSBL).
+    client_check: ClientCheck,
+    /// SPF of the transaction in progress, when the inbound checks apply.
+    txn: Option<Transaction>,
 }
 
 impl Ctx {
@@ -91,9 +102,24 @@ pub async fn run(conn: Conn, client: SocketAddr, listener: &ListenerConfig, shar
         Conn::Tls(t) => Some(crate::tls::describe(t.get_ref().1)),
         _ => None,
     };
-    let mut ctx = Ctx { id, client: ip, family, listener: listener.address.to_string(), tls: tls_desc, routes: Vec::new(), auth: None };
-    tracing::info!(session = %ctx.id, client = %ip, family = family.as_str(), listener = %ctx.listener, kind = listener.kind.as_str(), "connect");
     let submission = listener.kind != ListenerKind::Smtp;
+    let mynetworks = mx6_policy::prefix::contains_any(&shared.routing.mynetworks, ip);
+    // Inbound checks are for mail from strangers on port 25.
+    let client_check = if submission || mynetworks { ClientCheck::Skipped } else { ClientCheck::start(&shared.inbound, ip) };
+    let mut ctx = Ctx {
+        id,
+        client: ip,
+        family,
+        listener: listener.address.to_string(),
+        tls: tls_desc,
+        routes: Vec::new(),
+        auth: None,
+        helo: String::new(),
+        mynetworks,
+        client_check,
+        txn: None,
+    };
+    tracing::info!(session = %ctx.id, client = %ip, family = family.as_str(), listener = %ctx.listener, kind = listener.kind.as_str(), "connect");
     let cfg = &shared.cfg;
     let scfg = SessionConfig {
         hostname: cfg.hostname.clone(),
@@ -204,7 +230,16 @@ pub async fn run(conn: Conn, client: SocketAddr, listener: &ListenerConfig, shar
 
 async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u32) -> Answer {
     match ask {
-        Ask::Helo { .. } => Answer::Accept,
+        Ask::Helo { arg, .. } => {
+            // RFC 5321 §4.1.4: a HELO that does not match the client is recorded, never refused.
+            if let Some(mx6_smtp::address::Domain::Literal(lit)) = &arg.domain {
+                if mx6_policy::prefix::canonical(*lit) != ctx.client {
+                    tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), helo = %arg.raw, "HELO address literal is not the client address");
+                }
+            }
+            ctx.helo = arg.raw;
+            Answer::Accept
+        }
         Ask::Auth { mechanism, username, password, .. } => authenticate(ctx, shared, mechanism, username, password).await,
         Ask::Mail { from, auth, .. } => {
             ctx.routes.clear();
@@ -216,7 +251,23 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
                     return Answer::Reject(reply::sender_not_owned());
                 }
             }
-            Answer::Accept
+            ctx.txn = None;
+            let sender = from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            let Some(facts) = ctx.client_check.get().await.cloned() else { return Answer::Accept };
+            let domain = from.mailbox.as_ref().map(|m| m.domain.to_string());
+            let client = Client { ip: ctx.client, authenticated: ctx.auth.is_some(), mynetworks: ctx.mynetworks, sender_domain: domain.as_deref() };
+            let (verdict, txn) = inbound::check_mail(&shared.inbound, &client, &facts, &ctx.helo, &sender).await;
+            match verdict {
+                Verdict::Refuse { reason, reply } => {
+                    let spf = txn.as_ref().map(|t| t.spf.facts.result.as_str()).unwrap_or("none");
+                    ctx.rejected(shared, "mail", reason, format_args!("{} from=<{sender}> iprev={} spf={spf}", reply.text(), facts.iprev.as_str()));
+                    Answer::Reject(reply)
+                }
+                _ => {
+                    ctx.txn = txn;
+                    Answer::Accept
+                }
+            }
         }
         Ask::Rcpt { to, from } => match decide_recipient(&shared.routing, &shared.users.get().local, ctx.client, ctx.auth.is_some(), &to) {
             RecipientVerdict::Accept(route) => {
@@ -229,7 +280,11 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
             }
         },
         Ask::Message(env) => {
-            let r = store(ctx, shared, env).await;
+            let checked = match check_data(ctx, shared, &env).await {
+                Ok(c) => c,
+                Err(a) => return a,
+            };
+            let r = store(ctx, shared, env, checked).await;
             if matches!(r, Answer::Queued(_)) {
                 *messages += 1;
             }
@@ -286,7 +341,59 @@ fn submission_headers(data: &[u8], queue_id: &str, hostname: &str) -> String {
     add
 }
 
-async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
+/// What end of data adds to a message: our Authentication-Results, and
+/// whether it goes to the Junk folder.
+struct Checked {
+    results: String,
+    junk: Option<&'static str>,
+}
+
+/// End-of-data checks (DKIM, DMARC, "SPF or DKIM") and the
+/// Authentication-Results header for every accepted message.
+async fn check_data(ctx: &mut Ctx, shared: &Arc<Shared>, env: &Envelope) -> Result<Checked, Answer> {
+    let hostname = &shared.cfg.hostname;
+    let Some(txn) = ctx.txn.take() else {
+        let results = mx6_auth::results(&mx6_auth::ResultsInput { authserv_id: hostname, auth_user: env.auth.as_deref(), ..Default::default() });
+        return Ok(Checked { results, junk: None });
+    };
+    let m = shared.inbound.auth.message(&env.data, &txn.spf).await;
+    let facts = ctx.client_check.get().await.cloned().unwrap_or_default();
+    let domain = env.from.mailbox.as_ref().map(|m| m.domain.to_string());
+    let client = Client { ip: ctx.client, authenticated: false, mynetworks: ctx.mynetworks, sender_domain: domain.as_deref() };
+    let verdict = shared.inbound.policy.decide_data(&client, &facts, &txn.spf.facts, &m.facts);
+    let junk = match verdict {
+        Verdict::Refuse { reason, reply } => {
+            ctx.rejected(
+                shared,
+                "data",
+                reason,
+                format_args!(
+                    "{} from=<{}> spf={} dkim={} dmarc={} (p={})",
+                    reply.text(),
+                    txn.sender,
+                    txn.spf.facts.result.as_str(),
+                    m.facts.dkim.as_str(),
+                    m.facts.dmarc.as_str(),
+                    m.facts.dmarc_policy.as_str()
+                ),
+            );
+            return Err(Answer::Reject(reply));
+        }
+        Verdict::Quarantine { reason } => Some(reason),
+        Verdict::Pass => None,
+    };
+    let results = mx6_auth::results(&mx6_auth::ResultsInput {
+        authserv_id: hostname,
+        ip: Some(ctx.client),
+        client: Some(&facts),
+        spf: Some((&txn.spf.facts, &txn.sender, &ctx.helo)),
+        message: Some((&m.facts, &m.dkim)),
+        auth_user: None,
+    });
+    Ok(Checked { results, junk })
+}
+
+async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope, checked: Checked) -> Answer {
     let id = mx6_queue::id::next();
     let rcpts: Vec<Recipient> = env
         .rcpts
@@ -309,7 +416,10 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
     let received = Received {
         hide_client: hide,
         helo: &env.helo,
-        rdns: None,
+        rdns: match &ctx.client_check {
+            ClientCheck::Ready(f) => f.confirmed_name.as_deref(),
+            _ => None,
+        },
         client: ctx.client,
         hostname: &shared.cfg.hostname,
         protocol: env.protocol,
@@ -319,11 +429,19 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
         date: chrono::Utc::now(),
     }
     .render();
-    let extra = if env.auth.is_some() { submission_headers(&env.data, &id, &shared.cfg.hostname) } else { String::new() };
-    let mut body = Vec::with_capacity(received.len() + extra.len() + env.data.len());
+    let mut extra = checked.results;
+    if let Some(reason) = checked.junk {
+        extra.push_str(&format!("X-Mx6-Quarantine: {reason}\r\n"));
+    }
+    if env.auth.is_some() {
+        extra.push_str(&submission_headers(&env.data, &id, &shared.cfg.hostname));
+    }
+    let stripped = mx6_auth::strip_forged(&env.data, &shared.cfg.hostname);
+    let data = stripped.as_deref().unwrap_or(&env.data);
+    let mut body = Vec::with_capacity(received.len() + extra.len() + data.len());
     body.extend_from_slice(received.as_bytes());
     body.extend_from_slice(extra.as_bytes());
-    body.extend_from_slice(&env.data);
+    body.extend_from_slice(data);
     let body = Arc::new(body);
     let from = env.from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
     let msg = QueuedMessage {
@@ -334,6 +452,7 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope) -> Answer {
         client: ctx.client.to_string(),
         helo: env.helo.clone(),
         smtputf8: env.params.smtputf8,
+        junk: checked.junk.is_some(),
     };
     match shared.spool.append(&msg, body.clone()).await {
         Ok(loc) => {

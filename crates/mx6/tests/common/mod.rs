@@ -28,6 +28,21 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Test zone for clients that pass the inbound checks: the PROXY-header
+/// addresses the tests use have forward-confirmed reverse DNS, and
+/// `example.net` publishes SPF for them.
+pub const STRANGERS: &str = "
+2001:db8::5 PTR stranger.example.net
+2001:db8:bad::5 PTR stranger.example.net
+192.0.2.5 PTR stranger.example.net
+192.0.2.7 PTR stranger.example.net
+stranger.example.net AAAA 2001:db8::5
+stranger.example.net AAAA 2001:db8:bad::5
+stranger.example.net A 192.0.2.5
+stranger.example.net A 192.0.2.7
+example.net TXT \"v=spf1 ip6:2001:db8::/32 ip4:192.0.2.0/24 -all\"
+";
+
 pub struct Server {
     pub dir: PathBuf,
     pub port: u16,
@@ -41,12 +56,21 @@ pub struct Server {
     pub config: PathBuf,
     child: Option<Child>,
     pub log: PathBuf,
+    /// The DNS server `[dns] nameservers` points at.
+    pub dns: mx6_testdns::TestDns,
 }
 
 impl Server {
     /// Start with listeners on [::1]:port and 127.0.0.1:port (plain SMTP) and
     /// [::1]:proxy_port (PROXY protocol), plus `extra` TOML appended.
     pub fn start(name: &str, extra: &str) -> Server {
+        Server::start_with_zone(name, "", extra)
+    }
+
+    /// Like [`Server::start`], with `zone` (mx6_testdns text form) served by
+    /// the test DNS server.
+    pub fn start_with_zone(name: &str, zone: &str, extra: &str) -> Server {
+        let dns = mx6_testdns::TestDns::start(mx6_testdns::Zone::parse(zone));
         let dir = std::env::temp_dir().join(format!("mx6-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -80,13 +104,18 @@ address = "127.0.0.1:{subs_port}"
 kind = "submissions"
 [metrics]
 listen = "[::1]:{metrics_port}"
+[dns]
+nameservers = ["{dns}"]
+timeout = "1s"
+attempts = 1
 {extra}
 "#,
             data = dir.join("data").display(),
+            dns = dns.addr,
         );
         std::fs::write(&config, text).unwrap();
         let mut s =
-            Server { dir: dir.clone(), port, proxy_port, sub_port, subs_port, metrics_port, config, child: None, log: dir.join("mx6.log") };
+            Server { dir: dir.clone(), port, proxy_port, sub_port, subs_port, metrics_port, config, child: None, log: dir.join("mx6.log"), dns };
         s.spawn(&[]);
         s
     }

@@ -178,6 +178,9 @@ fn convert_spf(r: SpfResult) -> AuthResult {
 fn convert_dkim(r: &DkimResult) -> AuthResult {
     match r {
         DkimResult::Pass => AuthResult::Pass,
+        // A body that does not match its hash failed verification (RFC 6376
+        // §6.1.3): "fail" in RFC 8601 terms, though mail-auth says neutral.
+        DkimResult::Neutral(mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch)) => AuthResult::Fail,
         DkimResult::Neutral(_) => AuthResult::Neutral,
         DkimResult::Fail(_) => AuthResult::Fail,
         DkimResult::PermError(_) => AuthResult::PermError,

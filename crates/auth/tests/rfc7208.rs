@@ -76,7 +76,7 @@ fn load() -> Option<Vec<Value>> {
     if !std::path::Path::new(SUITE).exists() {
         return None;
     }
-    let out = Command::new("python3")
+    let out = Command::new("/usr/bin/python3")
         .args(["-c", &format!("import yaml,json,gzip; print(json.dumps(list(yaml.safe_load_all(gzip.open('{SUITE}')))))")])
         .output()
         .expect("python3 with yaml");

@@ -292,7 +292,11 @@ impl DnsblConfig {
     pub fn sites(&self) -> Vec<mx6_policy::dnsbl::Site> {
         self.sites
             .iter()
-            .map(|s| mx6_policy::dnsbl::Site { zone: s.zone.trim_end_matches('.').to_lowercase(), weight: s.weight, codes: s.codes.clone() })
+            .map(|s| mx6_policy::dnsbl::Site {
+                zone: s.zone.trim_end_matches('.').to_lowercase(),
+                weight: s.weight,
+                codes: s.codes.clone(),
+            })
             .collect()
     }
 }

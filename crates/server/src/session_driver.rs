@@ -255,12 +255,18 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
             let sender = from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
             let Some(facts) = ctx.client_check.get().await.cloned() else { return Answer::Accept };
             let domain = from.mailbox.as_ref().map(|m| m.domain.to_string());
-            let client = Client { ip: ctx.client, authenticated: ctx.auth.is_some(), mynetworks: ctx.mynetworks, sender_domain: domain.as_deref() };
+            let client =
+                Client { ip: ctx.client, authenticated: ctx.auth.is_some(), mynetworks: ctx.mynetworks, sender_domain: domain.as_deref() };
             let (verdict, txn) = inbound::check_mail(&shared.inbound, &client, &facts, &ctx.helo, &sender).await;
             match verdict {
                 Verdict::Refuse { reason, reply } => {
                     let spf = txn.as_ref().map(|t| t.spf.facts.result.as_str()).unwrap_or("none");
-                    ctx.rejected(shared, "mail", reason, format_args!("{} from=<{sender}> iprev={} spf={spf}", reply.text(), facts.iprev.as_str()));
+                    ctx.rejected(
+                        shared,
+                        "mail",
+                        reason,
+                        format_args!("{} from=<{sender}> iprev={} spf={spf}", reply.text(), facts.iprev.as_str()),
+                    );
                     Answer::Reject(reply)
                 }
                 _ => {
@@ -353,7 +359,8 @@ struct Checked {
 async fn check_data(ctx: &mut Ctx, shared: &Arc<Shared>, env: &Envelope) -> Result<Checked, Answer> {
     let hostname = &shared.cfg.hostname;
     let Some(txn) = ctx.txn.take() else {
-        let results = mx6_auth::results(&mx6_auth::ResultsInput { authserv_id: hostname, auth_user: env.auth.as_deref(), ..Default::default() });
+        let results =
+            mx6_auth::results(&mx6_auth::ResultsInput { authserv_id: hostname, auth_user: env.auth.as_deref(), ..Default::default() });
         return Ok(Checked { results, junk: None });
     };
     let m = shared.inbound.auth.message(&env.data, &txn.spf).await;

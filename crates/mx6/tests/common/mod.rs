@@ -114,8 +114,18 @@ attempts = 1
             dns = dns.addr,
         );
         std::fs::write(&config, text).unwrap();
-        let mut s =
-            Server { dir: dir.clone(), port, proxy_port, sub_port, subs_port, metrics_port, config, child: None, log: dir.join("mx6.log"), dns };
+        let mut s = Server {
+            dir: dir.clone(),
+            port,
+            proxy_port,
+            sub_port,
+            subs_port,
+            metrics_port,
+            config,
+            child: None,
+            log: dir.join("mx6.log"),
+            dns,
+        };
         s.spawn(&[]);
         s
     }

@@ -37,6 +37,9 @@ enum LogFormat {
 enum Cmd {
     /// Run the mail server in the foreground until SIGTERM/SIGINT.
     Serve,
+    /// Run the Postfix policy delegation server (check_policy_service) on
+    /// `policyd.listen`, with the inbound checks of `mx6 serve`.
+    Policyd,
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -223,7 +226,7 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(1),
         },
-        Cmd::Serve => {
+        Cmd::Serve | Cmd::Policyd => {
             init_logs(cli.log_format);
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -233,7 +236,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let result = rt.block_on(mx6_server::serve(cfg, stop_signal()));
+            let result: Result<(), String> = if matches!(cli.command, Cmd::Serve) {
+                rt.block_on(mx6_server::serve(cfg, stop_signal())).map_err(|e| e.to_string())
+            } else {
+                rt.block_on(mx6_server::policyd::serve(cfg, stop_signal())).map_err(|e| e.to_string())
+            };
             drop(rt);
             if let Some(l) = LOG.get() {
                 l.finish();

@@ -1,6 +1,7 @@
 //! A real Postfix uses mx6 as its relayhost over IPv6: STARTTLS, SASL AUTH
 //! (Postfix's Cyrus SASL client) on mx6's submission port, then local delivery;
-//! Postfix's bounces (null sender) take the same path.
+//! Postfix's bounces (null sender) take the same path. And Postfix with
+//! `check_policy_service` pointing at `mx6 policyd`.
 //! Needs root (Postfix's master) and Debian's `postfix` and `libsasl2-modules`,
 //! which scripts/test.sh installs.
 
@@ -16,17 +17,17 @@ struct Postfix {
 }
 
 impl Postfix {
-    fn start(dir: &std::path::Path, port: u16, relayhost: &str) -> Postfix {
+    /// `extra` main.cf lines override the defaults above them.
+    fn start(dir: &std::path::Path, port: u16, relayhost: &str, extra: &str) -> Postfix {
         let q = dir.join("queue");
         let data = dir.join("data");
         std::fs::create_dir_all(&q).unwrap();
         std::fs::create_dir_all(&data).unwrap();
         assert!(Command::new("chown").arg("postfix").arg(&data).status().unwrap().success(), "needs root and the postfix user");
         let d = dir.display();
-        std::fs::write(
-            dir.join("main.cf"),
-            format!(
-                "compatibility_level = 3.6
+        let overridden: Vec<&str> = extra.lines().filter_map(|l| l.split_once(" = ").map(|(k, _)| k)).collect();
+        let main_cf = format!(
+            "compatibility_level = 3.6
 queue_directory = {d}/queue
 data_directory = {d}/data
 mail_owner = postfix
@@ -47,9 +48,13 @@ smtp_tls_security_level = encrypt
 maillog_file = {d}/maillog
 maillog_file_prefixes = {d}
 "
-            ),
-        )
-        .unwrap();
+        );
+        let main_cf: String = main_cf
+            .lines()
+            .filter(|l| !overridden.iter().any(|k| l.split_once('=').is_some_and(|(d, _)| d.trim() == *k)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(dir.join("main.cf"), format!("{main_cf}{extra}\n")).unwrap();
         std::fs::write(
             dir.join("master.cf"),
             format!(
@@ -105,7 +110,7 @@ fn postfix_relays_through_mx6_with_starttls_and_auth_over_ipv6() {
     let s = Server::start("postfix-peer", "[local]\ndomains = [\"mx.test\"]\n");
     assert!(s.user(&["add", "alice@mx.test"], "alice-pw\n").status.success());
     let pf_port = free_port();
-    let pf = Postfix::start(&s.dir.join("postfix"), pf_port, &format!("[ipv6:::1]:{}", s.sub_port));
+    let pf = Postfix::start(&s.dir.join("postfix"), pf_port, &format!("[ipv6:::1]:{}", s.sub_port), "");
     let out = swaks_ok(&["--server", "127.0.0.1", "--port", &pf_port.to_string(), "--from", "alice@mx.test", "--to", "alice@mx.test"]);
     assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -135,4 +140,121 @@ fn postfix_relays_through_mx6_with_starttls_and_auth_over_ipv6() {
     assert_eq!(files.len(), 2, "postfix log:\n{}\nmx6 log:\n{}", pf.log(), s.log_text());
     let texts: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
     assert!(texts.iter().any(|t| t.starts_with("Return-Path: <>\r\n") && t.contains("nobody@mx.test")), "{texts:?}");
+}
+
+/// Start `mx6 policyd` with `listen` and the test DNS server; wait until it answers.
+fn policyd(dir: &std::path::Path, listen: &str, dns: &mx6_testdns::TestDns) -> std::process::Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = dir.join(format!("policyd-{}.toml", listen.replace(['/', ':', '[', ']'], "_")));
+    std::fs::write(
+        &cfg,
+        format!(
+            "hostname = \"mx.test\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[policyd]\nlisten = \"{listen}\"\n",
+            dns.addr
+        ),
+    )
+    .unwrap();
+    let child = Command::new(mx6_bin()).arg("policyd").arg("--config").arg(&cfg).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = match listen.strip_prefix("unix:") {
+            Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            None => std::net::TcpStream::connect(listen).is_ok(),
+        };
+        if up {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "mx6 policyd did not listen on {listen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ask<S: std::io::Read + std::io::Write>(mut s: S, attrs: &str) -> String {
+    s.write_all(format!("{attrs}\n").as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\n\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "policyd closed");
+        buf.push(b[0]);
+    }
+    String::from_utf8(buf).unwrap()
+}
+
+const POLICY_ZONE: &str = "
+2001:db8:10::3 PTR good.example.org
+good.example.org AAAA 2001:db8:10::3
+spf-pass.test TXT \"v=spf1 ip6:2001:db8:10::/48 -all\"
+spf-fail.test TXT \"v=spf1 -all\"
+";
+
+#[test]
+fn postfix_asks_mx6_policyd() {
+    let dns = mx6_testdns::TestDns::start(mx6_testdns::Zone::parse(POLICY_ZONE));
+    let dir = std::env::temp_dir().join(format!("mx6-policyd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut tcp = policyd(&dir, &listen, &dns);
+    let sock = dir.join("policyd.sock");
+    let unix_listen = format!("unix:{}", sock.display());
+    let mut unix = policyd(&dir, &unix_listen, &dns);
+
+    // The protocol directly, over TCP and the unix socket.
+    let base = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nhelo_name=client.example\nrecipient=u@policy.test\n";
+    let a = ask(
+        std::net::TcpStream::connect(&listen).unwrap(),
+        &format!("{base}client_address=2001:db8:10::1\nsender=a@spf-pass.test\ninstance=1\n"),
+    );
+    assert!(a.starts_with("action=REJECT 5.7.25 "), "{a}");
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let a = ask(&mut c, &format!("{base}client_address=2001:db8:10::3\nsender=a@spf-pass.test\ninstance=2\n"));
+    assert!(
+        a.starts_with("action=PREPEND Authentication-Results: mx.test; iprev=pass (good.example.org) smtp.remote-ip=2001:db8:10::3; spf=pass smtp.mailfrom=a@spf-pass.test"),
+        "{a}"
+    );
+    // The second recipient of the same message: no second header.
+    assert_eq!(ask(&mut c, &format!("{base}client_address=2001:db8:10::3\nsender=a@spf-pass.test\ninstance=2\n")), "action=DUNNO\n\n");
+    let a = ask(&mut c, &format!("{base}client_address=2001:db8:10::3\nsender=a@spf-fail.test\ninstance=3\n"));
+    assert!(a.starts_with("action=REJECT 5.7.23 "), "{a}");
+
+    // Postfix with check_policy_service; XCLIENT sets the client address.
+    let pf_port = free_port();
+    let pf = Postfix::start(
+        &dir.join("postfix"),
+        pf_port,
+        "",
+        &format!(
+            "mydestination = policy.test\nlocal_transport = discard\nlocal_recipient_maps =\nalias_maps =\n\
+             smtpd_authorized_xclient_hosts = 127.0.0.0/8\n\
+             smtpd_recipient_restrictions = check_policy_service inet:{listen}, permit"
+        ),
+    );
+    let p = pf_port.to_string();
+    let xclient = |addr: &str, from: &str| {
+        swaks(&[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &p,
+            "--helo",
+            "client.example",
+            "--xclient-addr",
+            addr,
+            "--from",
+            from,
+            "--to",
+            "u@policy.test",
+        ])
+    };
+    let refused = xclient("IPV6:2001:db8:10::1", "a@spf-pass.test");
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(text.contains("<** 554 5.7.25 "), "{text}\n{}", pf.log());
+    let accepted = xclient("IPV6:2001:db8:10::3", "a@spf-pass.test");
+    let text = String::from_utf8_lossy(&accepted.stdout);
+    assert!(text.contains("<-  250 2.0.0 Ok: queued"), "{text}\n{}", pf.log());
+    drop(pf);
+    let _ = tcp.kill();
+    let _ = unix.kill();
+    let _ = tcp.wait();
+    let _ = unix.wait();
 }

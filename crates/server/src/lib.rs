@@ -10,6 +10,7 @@
 //! - [`queue_manager`]: local delivery and retries;
 //! - [`metrics`], [`admin_http`]: Prometheus metrics on `metrics.listen`;
 //! - [`firewall`]: the `mx6 firewall` ruleset;
+//! - [`policyd`]: `mx6 policyd`, the Postfix policy delegation server;
 //! - [`privileges`]: dropping root after binding;
 //! - [`users`]: the users file (mailboxes, AUTH passwords, allowed senders);
 //! - [`auth_throttle`]: failed AUTH attempts per client prefix.
@@ -22,6 +23,7 @@ pub mod firewall;
 pub mod inbound;
 pub mod listener;
 pub mod metrics;
+pub mod policyd;
 pub mod privileges;
 pub mod proxy;
 pub mod queue_manager;

@@ -142,8 +142,18 @@ fn postfix_relays_through_mx6_with_starttls_and_auth_over_ipv6() {
     assert!(texts.iter().any(|t| t.starts_with("Return-Path: <>\r\n") && t.contains("nobody@mx.test")), "{texts:?}");
 }
 
+/// A running `mx6 policyd`, stopped when dropped.
+struct Policyd(std::process::Child);
+
+impl Drop for Policyd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start `mx6 policyd` with `listen` and the test DNS server; wait until it answers.
-fn policyd(dir: &std::path::Path, listen: &str, dns: &mx6_testdns::TestDns) -> std::process::Child {
+fn policyd(dir: &std::path::Path, listen: &str, dns: &mx6_testdns::TestDns) -> Policyd {
     std::fs::create_dir_all(dir).unwrap();
     let cfg = dir.join(format!("policyd-{}.toml", listen.replace(['/', ':', '[', ']'], "_")));
     std::fs::write(
@@ -154,7 +164,8 @@ fn policyd(dir: &std::path::Path, listen: &str, dns: &mx6_testdns::TestDns) -> s
         ),
     )
     .unwrap();
-    let child = Command::new(mx6_bin()).arg("policyd").arg("--config").arg(&cfg).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let child =
+        Policyd(Command::new(mx6_bin()).arg("policyd").arg("--config").arg(&cfg).stderr(std::process::Stdio::null()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let up = match listen.strip_prefix("unix:") {
@@ -194,10 +205,10 @@ fn postfix_asks_mx6_policyd() {
     let _ = std::fs::remove_dir_all(&dir);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut tcp = policyd(&dir, &listen, &dns);
+    let _tcp = policyd(&dir, &listen, &dns);
     let sock = dir.join("policyd.sock");
     let unix_listen = format!("unix:{}", sock.display());
-    let mut unix = policyd(&dir, &unix_listen, &dns);
+    let _unix = policyd(&dir, &unix_listen, &dns);
 
     // The protocol directly, over TCP and the unix socket.
     let base = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nhelo_name=client.example\nrecipient=u@policy.test\n";
@@ -252,9 +263,4 @@ fn postfix_asks_mx6_policyd() {
     let accepted = xclient("IPV6:2001:db8:10::3", "a@spf-pass.test");
     let text = String::from_utf8_lossy(&accepted.stdout);
     assert!(text.contains("<-  250 2.0.0 Ok: queued"), "{text}\n{}", pf.log());
-    drop(pf);
-    let _ = tcp.kill();
-    let _ = unix.kill();
-    let _ = tcp.wait();
-    let _ = unix.wait();
 }

@@ -15,7 +15,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
@@ -94,6 +94,9 @@ impl Resolver {
         opts.attempts = s.attempts.max(1);
         opts.max_active_requests = 4096;
         opts.ndots = 0;
+        // Judging clients by /etc/hosts would let a local file vouch for
+        // public names: DNS only.
+        opts.use_hosts_file = ResolveHosts::Never;
         let inner = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()

@@ -37,6 +37,23 @@ enum LogFormat {
 enum Cmd {
     /// Run the mail server in the foreground until SIGTERM/SIGINT.
     Serve,
+    /// Audit a domain's mail deployment: MX, AAAA/A, PTR, SPF, DMARC, DKIM,
+    /// MTA-STS, TLS-RPT, and SMTP with STARTTLS on every MX address.
+    Check {
+        domain: String,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// An address that sends the domain's mail; SPF must authorise it (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        /// SMTP port of the MX hosts.
+        #[arg(long, default_value_t = 25)]
+        port: u16,
+        /// A DKIM selector that must have a key (repeatable); common ones are tried too.
+        #[arg(long = "dkim-selector")]
+        dkim_selectors: Vec<String>,
+    },
     /// Run the Postfix policy delegation server (check_policy_service) on
     /// `policyd.listen`, with the inbound checks of `mx6 serve`.
     Policyd,
@@ -208,6 +225,45 @@ fn main() -> ExitCode {
             let source = config_path(&cli).map(|p| p.display().to_string()).unwrap_or_else(|| "the built-in defaults".into());
             print!("{}", render(&cfg, format, only, (*ssh_port != 0).then_some(*ssh_port), &source));
             ExitCode::SUCCESS
+        }
+        Cmd::Check { domain, json, ips, port, dkim_selectors } => {
+            let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("mx6: can not start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let opts = mx6_server::check::Options {
+                domain: domain.clone(),
+                ips: ips.clone(),
+                port: *port,
+                dkim_selectors: dkim_selectors.clone(),
+                hostname: cfg.hostname.clone(),
+            };
+            let report = rt.block_on(async {
+                let resolver = mx6_dns::Resolver::new(&cfg.dns.settings()).map_err(|e| e.to_string())?;
+                Ok::<_, String>(mx6_server::check::run(&resolver, &opts).await)
+            });
+            match report {
+                Ok(r) => {
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    } else {
+                        print!("{}", r.text());
+                    }
+                    if r.errors > 0 {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("mx6: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Cmd::User { command } => {
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };

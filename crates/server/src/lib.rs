@@ -9,6 +9,7 @@
 //! - [`inbound`]: reverse DNS, DNSBL, SPF, DKIM and DMARC checks per stage;
 //! - [`queue_manager`]: local delivery and retries;
 //! - [`metrics`], [`admin_http`]: Prometheus metrics on `metrics.listen`;
+//! - [`check`]: `mx6 check DOMAIN`, the deployment audit;
 //! - [`firewall`]: the `mx6 firewall` ruleset;
 //! - [`policyd`]: `mx6 policyd`, the Postfix policy delegation server;
 //! - [`privileges`]: dropping root after binding;
@@ -18,6 +19,7 @@
 
 pub mod admin_http;
 pub mod auth_throttle;
+pub mod check;
 pub mod config;
 pub mod firewall;
 pub mod inbound;

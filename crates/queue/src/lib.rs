@@ -3,9 +3,11 @@
 //! - [`id`]: unique, time-sortable queue ids;
 //! - [`spool`]: append-only segment files with group commit (one fdatasync for
 //!   every message that arrived while the previous one ran), recovery on start;
-//! - [`schedule`]: retry delays and expiry (RFC 5321 §4.5.4.1).
+//! - [`schedule`]: retry delays and expiry (RFC 5321 §4.5.4.1);
+//! - [`dsn`]: bounce messages (RFC 3464 delivery status notifications).
 #![forbid(unsafe_code)]
 
+pub mod dsn;
 pub mod id;
 pub mod schedule;
 pub mod spool;

@@ -5,10 +5,12 @@
 //! - [`data`]: DATA/BDAT content decoding with the smuggling defense;
 //! - [`reply`]: every reply code and text, in one place;
 //! - [`session`]: the server state machine (bytes and time in, events out);
+//! - [`client`]: the SMTP/LMTP client state machine (replies in, commands out);
 //! - [`received`]: the Received trace header (RFC 5321 §4.4).
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod received;

@@ -1,0 +1,495 @@
+//! Remote delivery: where a domain's mail goes (relayhost, or MX per RFC 5321
+//! §5.1 with null MX per RFC 7505), how to reach it (AAAA and A of every host;
+//! Happy Eyeballs, RFC 8305 adapted to SMTP), and one SMTP session per attempt
+//! driven over TCP or TLS with the sans-IO client of `mx6-smtp`.
+//!
+//! IPv6 first without waiting for it: the IPv6 connection starts, the IPv4 one
+//! 250 ms later if IPv6 has not connected, and the first to connect is used. A
+//! receiver that takes the IPv6 connection but refuses the sender for an IPv6
+//! reason (no PTR, unauthenticated, "IPv6 sending guidelines") is retried over
+//! IPv4 at once instead of bouncing.
+//!
+//! Defends against: hanging hosts (connect and per-reply timeouts), endless MX
+//! lists (at most [`MAX_HOSTS`] hosts and [`MAX_ADDRESSES`] addresses per attempt).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mx6_dns::{Lookup, Resolver};
+use mx6_smtp::client::{Action, Client, ClientConfig, Outcome, RcptResult, ServerReply, TlsPolicy, Transaction};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const MAX_HOSTS: usize = 5;
+pub const MAX_ADDRESSES: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPreference {
+    HappyEyeballs,
+    Ipv6First,
+    Ipv4First,
+    Ipv6Only,
+    Ipv4Only,
+}
+
+/// `delivery.relayhost`: `host:port` (MX lookup of host), `[host]:port` (no MX
+/// lookup) or `[2001:db8::1]:587`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayhost {
+    pub host: String,
+    pub port: u16,
+    pub mx_lookup: bool,
+}
+
+impl Relayhost {
+    pub fn parse(s: &str) -> Result<Relayhost, String> {
+        let s = s.trim();
+        let (host, port, bracketed) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').ok_or_else(|| format!("`{s}`: missing `]`"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| format!("`{s}`: bad port"))?,
+                None if after.is_empty() => 25,
+                None => return Err(format!("`{s}`: expected `[host]:port`")),
+            };
+            (h.trim_start_matches("ipv6:").trim_start_matches("IPv6:").to_string(), port, true)
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().map_err(|_| format!("`{s}`: bad port"))?, false),
+                _ if s.contains(':') => return Err(format!("`{s}`: write IPv6 addresses in brackets, e.g. [2001:db8::1]:587")),
+                _ => (s.to_string(), 25, false),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("`{s}`: empty host"));
+        }
+        let literal = host.parse::<IpAddr>().is_ok();
+        Ok(Relayhost { host, port, mx_lookup: !bracketed && !literal })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    pub hostname: String,
+    pub port: u16,
+    pub relayhost: Option<Relayhost>,
+    pub auth: Option<(String, String)>,
+    pub bind_ipv6: Option<Ipv6Addr>,
+    pub bind_ipv4: Option<Ipv4Addr>,
+    pub preference: AddressPreference,
+    /// RFC 8305 §5 connection attempt delay.
+    pub attempt_delay: Duration,
+    pub connect_timeout: Duration,
+    /// Waiting for one reply (RFC 5321 §4.5.3.2 suggests minutes).
+    pub reply_timeout: Duration,
+}
+
+impl RemoteConfig {
+    pub fn new(hostname: &str) -> RemoteConfig {
+        RemoteConfig {
+            hostname: hostname.to_string(),
+            port: 25,
+            relayhost: None,
+            auth: None,
+            bind_ipv6: None,
+            bind_ipv4: None,
+            preference: AddressPreference::HappyEyeballs,
+            attempt_delay: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(30),
+            reply_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What one delivery attempt to a destination achieved.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// One per recipient, in order.
+    pub rcpts: Vec<RcptResult>,
+    /// The host and address that gave the answers, when a session happened.
+    pub peer: Option<(String, SocketAddr)>,
+    pub tls: bool,
+}
+
+fn all(rcpts: usize, r: RcptResult) -> Vec<RcptResult> {
+    vec![r; rcpts]
+}
+
+fn local(code: u16, text: &str) -> ServerReply {
+    ServerReply { code, lines: vec![text.to_string()] }
+}
+
+/// The hosts to try, best first (RFC 5321 §5.1; RFC 7505 null MX).
+async fn route(resolver: &Resolver, cfg: &RemoteConfig, domain: &str) -> Result<Vec<String>, RcptResult> {
+    let (name, mx) = match &cfg.relayhost {
+        Some(r) if !r.mx_lookup => return Ok(vec![r.host.clone()]),
+        Some(r) => (r.host.clone(), true),
+        None => (domain.to_string(), true),
+    };
+    if !mx {
+        return Ok(vec![name]);
+    }
+    match resolver.mx(&name).await {
+        Lookup::Found(mut v) => {
+            if v.len() == 1 && v[0].1.is_empty() {
+                return Err(RcptResult::Failed(local(556, "5.1.10 the domain accepts no mail (null MX, RFC 7505)")));
+            }
+            // Preference order, random among equals.
+            v.sort_by_key(|(p, h)| (*p, shuffle_key(h)));
+            Ok(v.into_iter().map(|(_, h)| h).filter(|h| !h.is_empty()).take(MAX_HOSTS).collect())
+        }
+        Lookup::NotFound => Ok(vec![name]), // implicit MX
+        Lookup::TempFail(e) => Err(RcptResult::Deferred(local(451, &format!("4.4.3 MX lookup for {name} failed: {e}")))),
+    }
+}
+
+fn shuffle_key(h: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut x = std::collections::hash_map::RandomState::new().build_hasher();
+    x.write(h.as_bytes());
+    x.finish()
+}
+
+/// Addresses of `host` in the configured order; Happy Eyeballs interleaves
+/// the families, IPv6 first (RFC 8305 §4).
+async fn addresses(resolver: &Resolver, cfg: &RemoteConfig, host: &str) -> Result<Vec<IpAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let want6 = cfg.preference != AddressPreference::Ipv4Only;
+    let want4 = cfg.preference != AddressPreference::Ipv6Only;
+    let (v6, v4) = tokio::join!(
+        async {
+            if want6 {
+                resolver.aaaa(host).await
+            } else {
+                Lookup::NotFound
+            }
+        },
+        async {
+            if want4 {
+                resolver.a(host).await
+            } else {
+                Lookup::NotFound
+            }
+        }
+    );
+    if let (Lookup::TempFail(e), Lookup::TempFail(_) | Lookup::NotFound) | (Lookup::NotFound, Lookup::TempFail(e)) = (&v6, &v4) {
+        return Err(format!("address lookup for {host} failed: {e}"));
+    }
+    let v6: Vec<IpAddr> = v6.found().iter().map(|a| IpAddr::V6(*a)).collect();
+    let v4: Vec<IpAddr> = v4.found().iter().map(|a| IpAddr::V4(*a)).collect();
+    Ok(match cfg.preference {
+        AddressPreference::HappyEyeballs => {
+            let mut out = Vec::new();
+            for i in 0..v6.len().max(v4.len()) {
+                out.extend(v6.get(i));
+                out.extend(v4.get(i));
+            }
+            out
+        }
+        AddressPreference::Ipv4First => v4.into_iter().chain(v6).collect(),
+        _ => v6.into_iter().chain(v4).collect(),
+    })
+}
+
+async fn connect_one(cfg: &RemoteConfig, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = match addr {
+        SocketAddr::V6(_) => {
+            let s = tokio::net::TcpSocket::new_v6()?;
+            if let Some(b) = cfg.bind_ipv6 {
+                s.bind(SocketAddr::new(IpAddr::V6(b), 0))?;
+            }
+            s
+        }
+        SocketAddr::V4(_) => {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            if let Some(b) = cfg.bind_ipv4 {
+                s.bind(SocketAddr::new(IpAddr::V4(b), 0))?;
+            }
+            s
+        }
+    };
+    match tokio::time::timeout(cfg.connect_timeout, sock.connect(addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout")),
+    }
+}
+
+/// Connect to the first address that answers. With Happy Eyeballs the next
+/// attempt starts `attempt_delay` after the previous one (or at once when it
+/// failed); otherwise one after the other.
+pub async fn connect(cfg: &RemoteConfig, addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), String> {
+    if addrs.is_empty() {
+        return Err("no addresses".into());
+    }
+    let race = cfg.preference == AddressPreference::HappyEyeballs;
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    let mut next = 0;
+    let mut last_err = String::new();
+    loop {
+        if next < addrs.len() && (pending.is_empty() || race) {
+            let a = addrs[next];
+            next += 1;
+            pending.push(async move { (a, connect_one(cfg, a).await) });
+        }
+        let delay = tokio::time::sleep(if race && next < addrs.len() { cfg.attempt_delay } else { Duration::from_secs(86400) });
+        tokio::select! {
+            r = futures_util::StreamExt::next(&mut pending) => match r {
+                Some((a, Ok(s))) => return Ok((s, a)),
+                Some((a, Err(e))) => {
+                    last_err = format!("{a}: {e}");
+                    if pending.is_empty() && next >= addrs.len() {
+                        return Err(last_err);
+                    }
+                }
+                None if next >= addrs.len() => return Err(last_err),
+                None => {}
+            },
+            _ = delay => {}
+        }
+    }
+}
+
+enum Conn<S> {
+    Plain(S),
+    Tls(Box<tokio_rustls::client::TlsStream<S>>),
+    Gone,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(b).await,
+            Conn::Tls(s) => s.write_all(b).await,
+            Conn::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+    async fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(b).await,
+            Conn::Tls(s) => s.read(b).await,
+            Conn::Gone => Ok(0),
+        }
+    }
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Conn::Plain(s) => s.shutdown().await,
+            Conn::Tls(s) => s.shutdown().await,
+            Conn::Gone => Ok(()),
+        };
+    }
+}
+
+/// Run one SMTP/LMTP session over `stream`.
+pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    mut client: Client,
+    tls_name: rustls_pki_types::ServerName<'static>,
+    reply_timeout: Duration,
+) -> Outcome {
+    let mut conn = Conn::Plain(stream);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while let Some(a) = client.poll() {
+            match a {
+                Action::Send(b) => {
+                    if conn.write_all(&b).await.is_err() {
+                        return client.abort("connection lost while sending");
+                    }
+                }
+                Action::StartTls => {
+                    let Conn::Plain(s) = std::mem::replace(&mut conn, Conn::Gone) else { return client.abort("TLS state") };
+                    let connector = tokio_rustls::TlsConnector::from(client_tls());
+                    match tokio::time::timeout(reply_timeout, connector.connect(tls_name.clone(), s)).await {
+                        Ok(Ok(t)) => {
+                            conn = Conn::Tls(Box::new(t));
+                            client.tls_established();
+                        }
+                        Ok(Err(e)) => return client.abort(&format!("TLS handshake failed: {e}")),
+                        Err(_) => return client.abort("TLS handshake timeout"),
+                    }
+                }
+                Action::Done(o) => {
+                    // Let QUIT go out, then close.
+                    while let Some(Action::Send(b)) = client.poll() {
+                        let _ = conn.write_all(&b).await;
+                    }
+                    conn.shutdown().await;
+                    return o;
+                }
+            }
+        }
+        match tokio::time::timeout(reply_timeout, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return client.abort("connection closed by the server"),
+            Ok(Ok(n)) => client.receive(&buf[..n]),
+            Err(_) => return client.abort("timeout waiting for the server"),
+        }
+    }
+}
+
+/// Deliver `txn` for the recipients of one destination domain.
+pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn: &Transaction, body: &[u8]) -> Delivery {
+    let n = txn.rcpts.len();
+    let hosts = match route(resolver, cfg, domain).await {
+        Ok(h) => h,
+        Err(r) => return Delivery { rcpts: all(n, r), peer: None, tls: false },
+    };
+    let port = cfg.relayhost.as_ref().map(|r| r.port).unwrap_or(cfg.port);
+    let tls_policy = if cfg.relayhost.is_some() { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
+    let mut last = RcptResult::Deferred(local(451, "4.4.1 no MX host could be reached"));
+    let mut tried = 0;
+    for host in &hosts {
+        let addrs = match addresses(resolver, cfg, host).await {
+            Ok(a) => a,
+            Err(e) => {
+                last = RcptResult::Deferred(local(451, &format!("4.4.3 {e}")));
+                continue;
+            }
+        };
+        if addrs.is_empty() {
+            last = RcptResult::Deferred(local(451, &format!("4.4.4 {host} has no address")));
+            continue;
+        }
+        let mut addrs: Vec<SocketAddr> =
+            addrs.into_iter().take(MAX_ADDRESSES - tried.min(MAX_ADDRESSES - 1)).map(|ip| SocketAddr::new(ip, port)).collect();
+        let mut retried_v4 = false;
+        loop {
+            let (stream, peer) = match connect(cfg, &addrs).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tried += addrs.len();
+                    last = RcptResult::Deferred(local(451, &format!("4.4.1 connect to {host}: {e}")));
+                    break;
+                }
+            };
+            let client = Client::new(
+                ClientConfig { hostname: cfg.hostname.clone(), tls: tls_policy, auth: cfg.auth.clone(), lmtp: false },
+                txn.clone(),
+                body.to_vec(),
+            );
+            let name =
+                rustls_pki_types::ServerName::try_from(host.clone()).unwrap_or(rustls_pki_types::ServerName::IpAddress(peer.ip().into()));
+            let o = session(stream, client, name, cfg.reply_timeout).await;
+            // The host refused us for being on IPv6: the same host over IPv4, now.
+            let v6_refused = peer.is_ipv6() && o.rcpts.iter().any(|r| !matches!(r, RcptResult::Delivered(_)) && r.reply().refuses_ipv6());
+            if v6_refused && !retried_v4 && cfg.preference != AddressPreference::Ipv6Only {
+                let v4: Vec<SocketAddr> = addrs.iter().copied().filter(SocketAddr::is_ipv4).collect();
+                if !v4.is_empty() {
+                    retried_v4 = true;
+                    addrs = v4;
+                    continue;
+                }
+            }
+            let session_level = o.rcpts.iter().all(|r| matches!(r, RcptResult::Deferred(_)));
+            if session_level && !o.rcpts.is_empty() {
+                // Nothing decided here (greeting refused, connection lost): next host.
+                last = o.rcpts[0].clone();
+                tried += 1;
+                break;
+            }
+            return Delivery { rcpts: o.rcpts, peer: Some((host.clone(), peer)), tls: o.tls };
+        }
+        if tried >= MAX_ADDRESSES {
+            break;
+        }
+    }
+    Delivery { rcpts: all(n, last), peer: None, tls: false }
+}
+
+/// TLS for outbound SMTP: opportunistic, so certificates are inspected, not
+/// required to chain to a root (RFC 3207 §4.1, as Postfix `may`/`encrypt`).
+pub fn client_tls() -> Arc<rustls::ClientConfig> {
+    static CFG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CFG.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert))
+                .with_no_client_auth(),
+        )
+    })
+    .clone()
+}
+
+#[derive(Debug)]
+struct AnyCert;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayhost_forms() {
+        assert_eq!(Relayhost::parse("[2001:db8::1]:587").unwrap(), Relayhost { host: "2001:db8::1".into(), port: 587, mx_lookup: false });
+        assert_eq!(
+            Relayhost::parse("[smtp.example.net]:587").unwrap(),
+            Relayhost { host: "smtp.example.net".into(), port: 587, mx_lookup: false }
+        );
+        assert_eq!(
+            Relayhost::parse("relay.example.net").unwrap(),
+            Relayhost { host: "relay.example.net".into(), port: 25, mx_lookup: true }
+        );
+        assert_eq!(Relayhost::parse("192.0.2.1:2525").unwrap(), Relayhost { host: "192.0.2.1".into(), port: 2525, mx_lookup: false });
+        assert!(Relayhost::parse("2001:db8::1:587").is_err());
+        assert!(Relayhost::parse("[::1").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_ipv6_connection_falls_to_ipv4_at_once() {
+        let v4 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let v4addr = v4.local_addr().unwrap();
+        let mut cfg = RemoteConfig::new("me.test");
+        cfg.attempt_delay = Duration::from_millis(50);
+        let closed = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let v6addr = closed.local_addr().unwrap();
+        drop(closed);
+        let (_, peer) = connect(&cfg, &[v6addr, v4addr]).await.unwrap();
+        assert_eq!(peer, v4addr);
+    }
+}

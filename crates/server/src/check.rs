@@ -16,7 +16,6 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -415,13 +414,11 @@ async fn smtp(host: &str, addr: SocketAddr, hostname: &str, f: &mut Findings) {
         Ok((c, l)) => return f.add("smtp", Level::Error, subject, format!("STARTTLS refused: {c} {}", l.join(" "))),
         Err(e) => return f.add("smtp", Level::Error, subject, format!("STARTTLS: {e}")),
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map(|b| b.dangerous().with_custom_certificate_verifier(Arc::new(AnyCert)).with_no_client_auth());
-    let Ok(config) = config else { return f.add("smtp", Level::Error, subject, "TLS setup failed") };
+    // The audit inspects certificates instead of trusting them.
+    let config = mx6_delivery::remote::client_tls();
     let name =
         rustls_pki_types::ServerName::try_from(host.to_string()).unwrap_or(rustls_pki_types::ServerName::IpAddress(addr.ip().into()));
-    let tls = tokio::time::timeout(SMTP_TIMEOUT, tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, s.into_inner())).await;
+    let tls = tokio::time::timeout(SMTP_TIMEOUT, tokio_rustls::TlsConnector::from(config).connect(name, s.into_inner())).await;
     let tls = match tls {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => return f.add("smtp", Level::Error, subject, format!("TLS handshake failed: {e}")),
@@ -476,51 +473,5 @@ fn certificate(host: &str, subject: &str, der: &[u8], f: &mut Findings) {
             subject,
             format!("the certificate does not name {host} (fine for opportunistic TLS, fails MTA-STS and DANE-less verification)"),
         );
-    }
-}
-
-/// The audit inspects certificates instead of trusting them.
-#[derive(Debug)]
-struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }

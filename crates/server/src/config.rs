@@ -33,6 +33,105 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub dnsbl: DnsblConfig,
     pub policyd: PolicydConfig,
+    pub delivery: DeliveryConfig,
+}
+
+/// Outbound delivery (`[delivery]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// `host:port`, `[host]:port` (no MX lookup) or `[2001:db8::1]:587`; empty = MX delivery.
+    #[serde(deserialize_with = "relayhost")]
+    pub relayhost: Option<mx6_delivery::remote::Relayhost>,
+    /// AUTH credentials for the relayhost (sent only inside TLS).
+    pub relayhost_username: String,
+    pub relayhost_password: String,
+    /// Remote SMTP port for MX delivery.
+    pub port: u16,
+    #[serde(deserialize_with = "optional_ipv6")]
+    pub bind_ipv6: Option<std::net::Ipv6Addr>,
+    #[serde(deserialize_with = "optional_ipv4")]
+    pub bind_ipv4: Option<std::net::Ipv4Addr>,
+    #[serde(deserialize_with = "preference")]
+    pub address_preference: mx6_delivery::remote::AddressPreference,
+    /// Outbound sessions at once, all destinations together.
+    pub concurrency: usize,
+    /// Outbound sessions at once to one destination domain.
+    pub destination_concurrency: usize,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            relayhost: None,
+            relayhost_username: String::new(),
+            relayhost_password: String::new(),
+            port: 25,
+            bind_ipv6: None,
+            bind_ipv4: None,
+            address_preference: mx6_delivery::remote::AddressPreference::HappyEyeballs,
+            concurrency: 100,
+            destination_concurrency: 10,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn remote(&self, hostname: &str) -> mx6_delivery::remote::RemoteConfig {
+        let mut r = mx6_delivery::remote::RemoteConfig::new(hostname);
+        r.port = self.port;
+        r.relayhost = self.relayhost.clone();
+        r.auth = (!self.relayhost_username.is_empty()).then(|| (self.relayhost_username.clone(), self.relayhost_password.clone()));
+        r.bind_ipv6 = self.bind_ipv6;
+        r.bind_ipv4 = self.bind_ipv4;
+        r.preference = self.address_preference;
+        r.connect_timeout = self.connect_timeout;
+        r
+    }
+}
+
+fn relayhost<'de, D: Deserializer<'de>>(d: D) -> Result<Option<mx6_delivery::remote::Relayhost>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    mx6_delivery::remote::Relayhost::parse(&s).map(Some).map_err(de::Error::custom)
+}
+
+fn optional_ipv6<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::Ipv6Addr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| de::Error::custom(format!("`{s}` is not an IPv6 address")))
+}
+
+fn optional_ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::Ipv4Addr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| de::Error::custom(format!("`{s}` is not an IPv4 address")))
+}
+
+fn preference<'de, D: Deserializer<'de>>(d: D) -> Result<mx6_delivery::remote::AddressPreference, D::Error> {
+    use mx6_delivery::remote::AddressPreference as P;
+    let s = String::deserialize(d)?;
+    Ok(match s.as_str() {
+        "happy-eyeballs" => P::HappyEyeballs,
+        "ipv6-first" => P::Ipv6First,
+        "ipv4-first" => P::Ipv4First,
+        "ipv6-only" => P::Ipv6Only,
+        "ipv4-only" => P::Ipv4Only,
+        _ => {
+            return Err(de::Error::custom(format!(
+                "unknown `{s}`; expected happy-eyeballs, ipv6-first, ipv4-first, ipv6-only or ipv4-only"
+            )))
+        }
+    })
 }
 
 /// Inbound authentication policy (`[policy]`, `[policy.ipv6]`, `[policy.ipv4]`).
@@ -356,6 +455,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             dnsbl: DnsblConfig::default(),
             policyd: PolicydConfig::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }

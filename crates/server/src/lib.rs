@@ -8,6 +8,7 @@
 //! - [`session_driver`]: one SMTP session over a socket;
 //! - [`inbound`]: reverse DNS, DNSBL, SPF, DKIM and DMARC checks per stage;
 //! - [`queue_manager`]: local delivery and retries;
+//! - [`outbound`]: delivery to other domains, bounces;
 //! - [`metrics`], [`admin_http`]: Prometheus metrics on `metrics.listen`;
 //! - [`check`]: `mx6 check DOMAIN`, the deployment audit;
 //! - [`firewall`]: the `mx6 firewall` ruleset;
@@ -25,6 +26,7 @@ pub mod firewall;
 pub mod inbound;
 pub mod listener;
 pub mod metrics;
+pub mod outbound;
 pub mod policyd;
 pub mod privileges;
 pub mod proxy;
@@ -125,6 +127,13 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         schedule,
         recovered,
         metrics.clone(),
+        outbound::Outbound::new(
+            inbound.resolver.clone(),
+            cfg.delivery.remote(&cfg.hostname),
+            cfg.delivery.concurrency,
+            cfg.delivery.destination_concurrency,
+            routing.local_domains.clone(),
+        ),
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);

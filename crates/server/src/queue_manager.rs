@@ -1,8 +1,7 @@
 //! The queue manager: takes committed messages (new ones from sessions, old ones
 //! recovered from the spool on start), delivers their local recipients into
 //! Maildirs, records each outcome durably, and retries failures on the
-//! `[queue]` schedule. Recipients for other domains wait in the spool for
-//! outbound delivery, which this version does not have.
+//! `[queue]` schedule. Recipients for other domains go to [`crate::outbound`].
 //!
 //! A delivery failure (permissions, disk full) is never a loss: the recipient
 //! stays open in the spool and is tried again after `retry_initial`, doubling up
@@ -19,6 +18,7 @@ use mx6_queue::{DoneEntry, DoneStatus, Location, QueuedMessage, Recovered, Spool
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 
 /// Delivery batches running at once: one writes while the other waits on fsync.
 const CONCURRENCY: usize = 2;
@@ -43,14 +43,15 @@ pub struct QueueManager {
     metrics: Arc<Metrics>,
 }
 
-struct Ctx {
-    spool: SpoolHandle,
+pub(crate) struct Ctx {
+    pub(crate) spool: SpoolHandle,
     data_dir: PathBuf,
     maildir: String,
-    hostname: String,
-    schedule: Schedule,
-    tx: mpsc::UnboundedSender<Job>,
-    metrics: Arc<Metrics>,
+    pub(crate) hostname: String,
+    pub(crate) schedule: Schedule,
+    pub(crate) tx: mpsc::UnboundedSender<Job>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) outbound: Arc<Outbound>,
 }
 
 impl QueueManager {
@@ -62,10 +63,20 @@ impl QueueManager {
         schedule: Schedule,
         recovered: Vec<Recovered>,
         metrics: Arc<Metrics>,
+        outbound: Outbound,
     ) -> QueueManager {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let running = Arc::new(Semaphore::new(CONCURRENCY));
-        let ctx = Arc::new(Ctx { spool, data_dir, maildir, hostname, schedule, tx: tx.clone(), metrics: metrics.clone() });
+        let ctx = Arc::new(Ctx {
+            spool,
+            data_dir,
+            maildir,
+            hostname,
+            schedule,
+            tx: tx.clone(),
+            metrics: metrics.clone(),
+            outbound: Arc::new(outbound),
+        });
         metrics.queue_messages.with_label_values(&["active"]).add(recovered.len() as i64);
         for r in recovered {
             let mut done = vec![false; r.message.rcpts.len()];
@@ -131,6 +142,7 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     };
     let mut entries = Vec::new();
     let mut retries = Vec::new();
+    let mut remote = Vec::new();
     let m = &ctx.metrics;
     for JobResult { mut job, read_error, outcomes } in results {
         let family = job.msg.client.parse::<std::net::IpAddr>().map(|ip| Family::of(ip).as_str()).unwrap_or("ipv6");
@@ -190,23 +202,10 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             }
         }
         let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && job.msg.rcpts[i].local.is_none());
-        if relay_open && job.failures == 0 && !job.recovered {
-            for r in job.msg.rcpts.iter().filter(|r| r.local.is_none()) {
-                tracing::info!(
-                    queue_id = %job.msg.id,
-                    from = %format!("<{}>", job.msg.from),
-                    to = %r.address,
-                    status = "deferred",
-                    family,
-                    "waiting in the queue: outbound delivery is not available in this version"
-                );
-            }
-        }
         if failed {
             retries.push(job);
-        } else if relay_open && job.failures == 0 {
-            // Waits for outbound delivery.
-            m.queue_messages.with_label_values(&["deferred"]).inc();
+        } else if relay_open {
+            remote.push(job);
         }
     }
     if !entries.is_empty() {
@@ -218,6 +217,10 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     }
     for job in retries {
         retry(ctx, job);
+    }
+    for job in remote {
+        m.queue_messages.with_label_values(&["active"]).inc();
+        tokio::spawn(crate::outbound::attempt(ctx.clone(), job));
     }
 }
 
@@ -267,7 +270,7 @@ fn write_batch(ctx: &Ctx, jobs: Vec<Job>) -> Vec<JobResult> {
     results
 }
 
-fn retry(ctx: &Arc<Ctx>, mut job: Job) {
+pub(crate) fn retry(ctx: &Arc<Ctx>, mut job: Job) {
     job.failures += 1;
     let delay = ctx.schedule.delay(job.failures);
     let age = mx6_queue::id::age(&job.msg.id);

@@ -6,6 +6,7 @@
 //! - [`Authenticator::message`]: DKIM (RFC 6376) of every signature and DMARC
 //!   (RFC 7489) with alignment, `p`/`sp`, and `pct` (§6.6.4) applied here
 //!   because mail-auth follows DMARCbis, which dropped it.
+//! - [`sign`]: DKIM signing and key files;
 //! - [`results`]: the RFC 8601 header; [`strip_forged`] removes incoming
 //!   Authentication-Results that claim our authserv-id (RFC 8601 §5).
 //!
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod results;
+pub mod sign;
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;

@@ -54,6 +54,11 @@ enum Cmd {
         #[arg(long = "dkim-selector")]
         dkim_selectors: Vec<String>,
     },
+    /// DKIM keys.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCmd,
+    },
     /// Run the Postfix policy delegation server (check_policy_service) on
     /// `policyd.listen`, with the inbound checks of `mx6 serve`.
     Policyd,
@@ -111,9 +116,75 @@ enum UserCmd {
 }
 
 #[derive(Subcommand)]
+enum DkimCmd {
+    /// Generate a signing key into data_dir/dkim/<domain>.<selector>.key and
+    /// print the DNS TXT record to publish.
+    Keygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, value_enum, default_value_t = DkimAlgorithm::Ed25519)]
+        algorithm: DkimAlgorithm,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DkimAlgorithm {
+    Ed25519,
+    Rsa2048,
+}
+
+#[derive(Subcommand)]
 enum ConfigCmd {
     /// Validate the configuration; print each error with its key and line.
     Check,
+}
+
+/// `mx6 dkim keygen`: never overwrites a key; the file is private (0600).
+fn dkim_keygen(cfg: &Config, domain: &str, selector: &str, algorithm: DkimAlgorithm) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let domain = dns_name(domain);
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    anyhow::ensure!(valid(&domain) && valid(selector), "domain and selector must be DNS labels");
+    let entry = mx6_server::config::DkimConfig { domain: domain.clone(), selector: selector.to_string(), key: String::new() };
+    let path = entry.key_path(&cfg.data_dir);
+    let (pem, record) = match algorithm {
+        DkimAlgorithm::Ed25519 => mx6_auth::sign::generate_ed25519()?,
+        DkimAlgorithm::Rsa2048 => {
+            // ring cannot generate RSA keys; OpenSSL does (as opendkim-genkey).
+            let out = std::process::Command::new("openssl")
+                .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+                .output()
+                .map_err(|e| anyhow::anyhow!("rsa2048 keys are generated with the openssl command: {e}"))?;
+            anyhow::ensure!(out.status.success(), "openssl genpkey failed: {}", String::from_utf8_lossy(&out.stderr));
+            let pem = String::from_utf8(out.stdout)?;
+            let record = mx6_auth::sign::rsa_record(&pem)?;
+            (pem, record)
+        }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e} (an existing key is never overwritten)", path.display()))?;
+    f.write_all(pem.as_bytes())?;
+    f.sync_all()?;
+    // DNS TXT strings hold at most 255 octets each.
+    let quoted: Vec<String> = record.as_bytes().chunks(250).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+    println!("wrote {}", path.display());
+    println!("publish:\n{selector}._domainkey.{domain}. IN TXT {}", quoted.join(" "));
+    println!("and add to the config:\n[[dkim]]\ndomain = \"{domain}\"\nselector = \"{selector}\"");
+    Ok(())
+}
+
+fn dns_name(d: &str) -> String {
+    d.trim_end_matches('.').to_lowercase()
 }
 
 fn init_logs(format: LogFormat) {
@@ -259,6 +330,16 @@ fn main() -> ExitCode {
                         ExitCode::SUCCESS
                     }
                 }
+                Err(e) => {
+                    eprintln!("mx6: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Dkim { command: DkimCmd::Keygen { domain, selector, algorithm } } => {
+            let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
+            match dkim_keygen(&cfg, domain, selector, *algorithm) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("mx6: {e}");
                     ExitCode::from(1)

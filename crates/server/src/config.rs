@@ -34,6 +34,29 @@ pub struct Config {
     pub dnsbl: DnsblConfig,
     pub policyd: PolicydConfig,
     pub delivery: DeliveryConfig,
+    /// DKIM signing keys (`[[dkim]]`).
+    pub dkim: Vec<DkimConfig>,
+}
+
+/// One DKIM signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    pub domain: String,
+    pub selector: String,
+    /// Relative to data_dir; default `dkim/<domain>.<selector>.key`.
+    #[serde(default)]
+    pub key: String,
+}
+
+impl DkimConfig {
+    pub fn key_path(&self, data_dir: &Path) -> PathBuf {
+        if self.key.is_empty() {
+            data_dir.join("dkim").join(format!("{}.{}.key", self.domain, self.selector))
+        } else {
+            data_dir.join(&self.key)
+        }
+    }
 }
 
 /// Outbound delivery (`[delivery]`).
@@ -456,6 +479,7 @@ impl Default for Config {
             dnsbl: DnsblConfig::default(),
             policyd: PolicydConfig::default(),
             delivery: DeliveryConfig::default(),
+            dkim: Vec::new(),
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct Shared {
     pub spool: mx6_queue::SpoolHandle,
     pub queue: QueueManager,
     pub inbound: Arc<inbound::Inbound>,
+    /// DKIM keys by domain.
+    pub dkim: Vec<mx6_auth::sign::DkimKey>,
     pub sessions: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     session_seq: AtomicU64,
@@ -79,6 +81,8 @@ pub enum ServeError {
     Spool(#[from] mx6_queue::SpoolError),
     #[error(transparent)]
     Privileges(#[from] privileges::PrivilegeError),
+    #[error("DKIM key: {0}")]
+    Dkim(#[from] mx6_auth::sign::SignError),
     #[error("DNS resolver: {0}")]
     Dns(#[from] mx6_dns::Error),
     #[error("listen on {address}: {source}")]
@@ -113,6 +117,12 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
     let tls = Some(tls::server_config(&cfg)?);
     let inbound = Arc::new(inbound::Inbound::new(&cfg)?);
+    let mut dkim = Vec::new();
+    for d in &cfg.dkim {
+        let key = mx6_auth::sign::DkimKey::load(&d.domain, &d.selector, &d.key_path(&cfg.data_dir))?;
+        tracing::info!(domain = %key.domain, selector = %key.selector, algorithm = key.algorithm(), "DKIM signing key loaded");
+        dkim.push(key);
+    }
     let (spool, recovered) = mx6_queue::spool::open(&cfg.path_in_data("spool"))?;
     if !recovered.is_empty() {
         tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
@@ -147,6 +157,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         spool,
         queue: queue.clone(),
         inbound,
+        dkim,
         sessions: Arc::new(Semaphore::new(cfg.limits.sessions)),
         shutdown: stop_rx,
         session_seq: AtomicU64::new(1),

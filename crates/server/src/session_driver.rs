@@ -445,6 +445,19 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope, checked: Chec
     }
     let stripped = mx6_auth::strip_forged(&env.data, &shared.cfg.hostname);
     let data = stripped.as_deref().unwrap_or(&env.data);
+    // DKIM: mail from our users and networks, signed for its From domain.
+    if (env.auth.is_some() || ctx.mynetworks) && !shared.dkim.is_empty() {
+        let mut signed = extra.clone().into_bytes();
+        signed.extend_from_slice(data);
+        if let Some(domain) = mx6_auth::sign::from_domain(&signed) {
+            for key in shared.dkim.iter().filter(|k| k.domain == domain) {
+                match key.sign(&signed) {
+                    Ok(h) => extra.insert_str(0, &h),
+                    Err(e) => tracing::error!(session = %ctx.id, domain = %domain, error = %e, "DKIM signing failed; sent unsigned"),
+                }
+            }
+        }
+    }
     let mut body = Vec::with_capacity(received.len() + extra.len() + data.len());
     body.extend_from_slice(received.as_bytes());
     body.extend_from_slice(extra.as_bytes());

@@ -68,6 +68,66 @@ impl Relayhost {
     }
 }
 
+/// `local.delivery = "lmtp://[::1]:24"` or `"lmtp:unix:/run/dovecot/lmtp"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpTarget {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl LmtpTarget {
+    pub fn parse(s: &str) -> Result<LmtpTarget, String> {
+        if let Some(p) = s.strip_prefix("lmtp:unix:") {
+            if p.is_empty() {
+                return Err(format!("`{s}`: empty socket path"));
+            }
+            return Ok(LmtpTarget::Unix(p.into()));
+        }
+        if let Some(a) = s.strip_prefix("lmtp://") {
+            let a = a.trim_end_matches('/');
+            return a.parse().map(LmtpTarget::Tcp).map_err(|_| format!("`{s}`: expected lmtp://[v6]:port or lmtp://v4:port"));
+        }
+        Err(format!("`{s}`: expected lmtp://[v6]:port, lmtp://v4:port or lmtp:unix:/path"))
+    }
+}
+
+impl std::fmt::Display for LmtpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LmtpTarget::Tcp(a) => write!(f, "lmtp://{a}"),
+            LmtpTarget::Unix(p) => write!(f, "lmtp:unix:{}", p.display()),
+        }
+    }
+}
+
+/// Deliver `txn` over LMTP (RFC 2033): one result per recipient.
+pub async fn lmtp(target: &LmtpTarget, hostname: &str, txn: &Transaction, body: &[u8], timeout: Duration) -> Delivery {
+    let client = Client::new(
+        ClientConfig { hostname: hostname.to_string(), tls: TlsPolicy::Off, auth: None, lmtp: true },
+        txn.clone(),
+        body.to_vec(),
+    );
+    let name = rustls_pki_types::ServerName::IpAddress(IpAddr::from(Ipv6Addr::LOCALHOST).into());
+    let fail = |e: std::io::Error| Delivery {
+        rcpts: all(txn.rcpts.len(), RcptResult::Deferred(local(451, &format!("4.4.1 LMTP {target}: {e}")))),
+        peer: None,
+        tls: false,
+    };
+    let o = match target {
+        LmtpTarget::Tcp(a) => match tokio::time::timeout(timeout, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => session(s, client, name, timeout).await,
+            Ok(Err(e)) => return fail(e),
+            Err(_) => return fail(std::io::ErrorKind::TimedOut.into()),
+        },
+        LmtpTarget::Unix(p) => match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(p)).await {
+            Ok(Ok(s)) => session(s, client, name, timeout).await,
+            Ok(Err(e)) => return fail(e),
+            Err(_) => return fail(std::io::ErrorKind::TimedOut.into()),
+        },
+    };
+    Delivery { rcpts: o.rcpts, peer: None, tls: false }
+}
+
 #[derive(Debug, Clone)]
 pub struct RemoteConfig {
     pub hostname: String,

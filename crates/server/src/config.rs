@@ -342,10 +342,12 @@ pub struct LocalConfig {
     pub maildir: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum LocalDelivery {
     #[default]
     Maildir,
+    /// LMTP (RFC 2033) to Dovecot or another local delivery agent.
+    Lmtp(mx6_delivery::remote::LmtpTarget),
 }
 
 impl<'de> Deserialize<'de> for LocalDelivery {
@@ -353,8 +355,10 @@ impl<'de> Deserialize<'de> for LocalDelivery {
         let s = String::deserialize(d)?;
         match s.as_str() {
             "maildir" => Ok(LocalDelivery::Maildir),
-            s if s.starts_with("lmtp:") => Err(de::Error::custom("LMTP delivery is not available in this version; use \"maildir\"")),
-            _ => Err(de::Error::custom(format!("unknown delivery `{s}`; expected \"maildir\""))),
+            s if s.starts_with("lmtp:") => mx6_delivery::remote::LmtpTarget::parse(s).map(LocalDelivery::Lmtp).map_err(de::Error::custom),
+            _ => {
+                Err(de::Error::custom(format!("unknown delivery `{s}`; expected \"maildir\", \"lmtp://[::1]:24\" or \"lmtp:unix:/path\"")))
+            }
         }
     }
 }

@@ -143,6 +143,10 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
             cfg.delivery.concurrency,
             cfg.delivery.destination_concurrency,
             routing.local_domains.clone(),
+            match &cfg.local.delivery {
+                config::LocalDelivery::Lmtp(t) => Some(t.clone()),
+                config::LocalDelivery::Maildir => None,
+            },
         ),
     );
 

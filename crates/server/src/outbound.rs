@@ -26,6 +26,8 @@ pub struct Outbound {
     destination_limit: usize,
     /// Local domains (comparable form), for routing bounces.
     local_domains: Vec<String>,
+    /// Local recipients go over LMTP.
+    pub lmtp: Option<mx6_delivery::remote::LmtpTarget>,
 }
 
 impl Outbound {
@@ -35,6 +37,7 @@ impl Outbound {
         concurrency: usize,
         destination_limit: usize,
         local_domains: Vec<String>,
+        lmtp: Option<mx6_delivery::remote::LmtpTarget>,
     ) -> Outbound {
         Outbound {
             resolver,
@@ -43,6 +46,7 @@ impl Outbound {
             per_destination: Mutex::new(HashMap::new()),
             destination_limit: destination_limit.max(1),
             local_domains,
+            lmtp,
         }
     }
 
@@ -84,12 +88,14 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
             }
         }
     };
-    let open: Vec<usize> = (0..job.msg.rcpts.len()).filter(|&i| !job.done[i] && job.msg.rcpts[i].local.is_none()).collect();
+    let open: Vec<usize> = (0..job.msg.rcpts.len()).filter(|&i| !job.done[i] && ctx.outbound_rcpt(&job.msg.rcpts[i])).collect();
     let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
     for i in open {
-        let key = match &out.remote.relayhost {
-            Some(r) => format!("[{}]:{}", r.host, r.port),
-            None => domain_of(&job.msg.rcpts[i].address),
+        let key = match (&out.remote.relayhost, &job.msg.rcpts[i].local, &out.lmtp) {
+            (_, Some(_), Some(t)) => t.to_string(),
+            (Some(r), None, _) => format!("[{}]:{}", r.host, r.port),
+            (None, None, _) => domain_of(&job.msg.rcpts[i].address),
+            (_, Some(_), None) => continue, // Maildir, handled by the queue manager
         };
         groups.entry(key).or_default().push(i);
     }
@@ -110,12 +116,15 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
                 eight_bit,
                 smtputf8: msg.smtputf8,
             };
-            // With a relayhost the key names it and the domain is not looked up.
-            let d = remote::deliver(&out.resolver, &out.remote, &key, &txn, &body).await;
-            (idx, d)
+            let d = match (&out.lmtp, key.starts_with("lmtp:")) {
+                (Some(t), true) => remote::lmtp(t, &out.remote.hostname, &txn, &body, out.remote.reply_timeout).await,
+                // With a relayhost the key names it and the domain is not looked up.
+                _ => remote::deliver(&out.resolver, &out.remote, &key, &txn, &body).await,
+            };
+            (key, idx, d)
         }
     });
-    let results: Vec<(Vec<usize>, Delivery)> = futures_util::future::join_all(attempts).await;
+    let results: Vec<(String, Vec<usize>, Delivery)> = futures_util::future::join_all(attempts).await;
 
     let expired = ctx.schedule.expired(mx6_queue::id::age(&job.msg.id));
     let age = mx6_queue::id::age(&job.msg.id).as_secs_f64();
@@ -123,13 +132,21 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
     let mut entries = Vec::new();
     let mut failures = Vec::new();
     let mut deferred = false;
-    for (idx, d) in results {
+    for (key, idx, d) in results {
+        let lmtp = key.starts_with("lmtp:");
+        // Local (LMTP) deliveries count under the client's family, as Maildir ones do.
+        let client_family = job.msg.client.parse::<std::net::IpAddr>().map(|ip| mx6_policy::Family::of(ip).as_str()).unwrap_or("ipv6");
         let family = match (&d.peer, out.remote.preference) {
             (Some((_, a)), _) => family_of(a),
+            (None, _) if lmtp => client_family,
             (None, AddressPreference::Ipv4Only) => "ipv4",
             (None, _) => "ipv6",
         };
-        let relay = d.peer.as_ref().map(|(h, a)| format!("{h}[{}]:{}", a.ip(), a.port())).unwrap_or_else(|| "none".into());
+        let relay = match &d.peer {
+            Some((h, a)) => format!("{h}[{}]:{}", a.ip(), a.port()),
+            None if lmtp => key.clone(),
+            None => "none".into(),
+        };
         for (i, r) in idx.into_iter().zip(d.rcpts) {
             let to = &job.msg.rcpts[i].address;
             let reply = r.reply().text();

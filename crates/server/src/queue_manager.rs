@@ -14,7 +14,7 @@ use std::time::Duration;
 use mx6_delivery::maildir;
 use mx6_policy::Family;
 use mx6_queue::schedule::Schedule;
-use mx6_queue::{DoneEntry, DoneStatus, Location, QueuedMessage, Recovered, SpoolHandle};
+use mx6_queue::{DoneEntry, DoneStatus, Location, QueuedMessage, Recipient, Recovered, SpoolHandle};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::metrics::Metrics;
@@ -52,6 +52,14 @@ pub(crate) struct Ctx {
     pub(crate) tx: mpsc::UnboundedSender<Job>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) outbound: Arc<Outbound>,
+}
+
+impl Ctx {
+    /// Whether recipient `r` goes out through [`crate::outbound`] (remote, or
+    /// local over LMTP) rather than into a Maildir here.
+    pub(crate) fn outbound_rcpt(&self, r: &Recipient) -> bool {
+        r.local.is_none() || self.outbound.lmtp.is_some()
+    }
 }
 
 impl QueueManager {
@@ -201,7 +209,7 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                 last.release = Some(job.loc.segment);
             }
         }
-        let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && job.msg.rcpts[i].local.is_none());
+        let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && ctx.outbound_rcpt(&job.msg.rcpts[i]));
         if failed {
             retries.push(job);
         } else if relay_open {
@@ -240,7 +248,7 @@ fn write_batch(ctx: &Ctx, jobs: Vec<Job>) -> Vec<JobResult> {
         let check = job.recovered || job.failures > 0;
         for (i, r) in job.msg.rcpts.iter().enumerate() {
             let Some((user, domain)) = &r.local else { continue };
-            if job.done[i] {
+            if job.done[i] || ctx.outbound_rcpt(r) {
                 continue;
             }
             let mut dir = maildir::mailbox_dir(&ctx.data_dir, &ctx.maildir, user, domain);

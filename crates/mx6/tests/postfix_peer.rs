@@ -19,6 +19,12 @@ struct Postfix {
 impl Postfix {
     /// `extra` main.cf lines override the defaults above them.
     fn start(dir: &std::path::Path, port: u16, relayhost: &str, extra: &str) -> Postfix {
+        Postfix::start_on(dir, &format!("127.0.0.1:{port}"), port, relayhost, extra)
+    }
+
+    /// `listen`: the master.cf service address (`127.0.0.1:25`, or `25` for
+    /// every `inet_interfaces` address).
+    fn start_on(dir: &std::path::Path, listen: &str, port: u16, relayhost: &str, extra: &str) -> Postfix {
         let q = dir.join("queue");
         let data = dir.join("data");
         std::fs::create_dir_all(&q).unwrap();
@@ -58,7 +64,7 @@ maillog_file_prefixes = {d}
         std::fs::write(
             dir.join("master.cf"),
             format!(
-                "127.0.0.1:{port} inet n - n - - smtpd
+                "{listen} inet n - n - - smtpd
 pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
@@ -69,6 +75,7 @@ trace unix - - n - 0 bounce
 verify unix - - n - 1 verify
 flush unix n - n 1000? 0 flush
 proxymap unix - - n - - proxymap
+virtual unix - n n - - virtual
 smtp unix - - n - - smtp
 relay unix - - n - - smtp
 showq unix n - n - - showq
@@ -263,4 +270,43 @@ fn postfix_asks_mx6_policyd() {
     let accepted = xclient("IPV6:2001:db8:10::3", "a@spf-pass.test");
     let text = String::from_utf8_lossy(&accepted.stdout);
     assert!(text.contains("<-  250 2.0.0 Ok: queued"), "{text}\n{}", pf.log());
+}
+
+/// Postfix as the receiving MTA: mx6 delivers over IPv6 when both families
+/// work, and Postfix's Received header says so.
+#[test]
+fn mx6_delivers_to_postfix_over_ipv6() {
+    let pf_port = free_port();
+    let zone = "dest.test MX 10 mx.dest.test\nmx.dest.test AAAA ::1\nmx.dest.test A 127.0.0.1\n";
+    let s = Server::start_with_zone("to-postfix", zone, &format!("[delivery]\nport = {pf_port}\n"));
+    let dir = s.dir.join("postfix-rx");
+    let vmail = dir.join("vmail");
+    std::fs::create_dir_all(&vmail).unwrap();
+    assert!(Command::new("chown").arg("65534:65534").arg(&vmail).status().unwrap().success());
+    let pf = Postfix::start_on(
+        &dir,
+        &pf_port.to_string(),
+        pf_port,
+        "",
+        &format!(
+            "inet_interfaces = 127.0.0.1, [::1]\nmynetworks = 127.0.0.0/8, [::1]/128\nsmtpd_recipient_restrictions = permit_mynetworks, reject\n\
+             virtual_mailbox_domains = dest.test\nvirtual_mailbox_base = {}\nvirtual_mailbox_maps = static:dest.test/u/\n\
+             virtual_uid_maps = static:65534\nvirtual_gid_maps = static:65534",
+            vmail.display()
+        ),
+    );
+    let out = swaks_ok(&["--server", "::1", "--port", &s.port.to_string(), "--from", "a@mx.test", "--to", "u@dest.test", "--h-Subject", "to postfix"]);
+    assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
+    let new = vmail.join("dest.test/u/new");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let file = loop {
+        if let Some(f) = std::fs::read_dir(&new).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()) {
+            break f.path();
+        }
+        assert!(Instant::now() < deadline, "postfix log:\n{}\nmx6 log:\n{}", pf.log(), s.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let m = std::fs::read_to_string(file).unwrap();
+    assert!(m.contains("Received: from mx.test (unknown [IPv6:::1])\n\tby postfix.test (Postfix)"), "{m}");
+    assert!(s.log_has("relay=mx.dest.test[::1]:") && s.log_has("family=\"ipv6\""), "{}", s.log_text());
 }

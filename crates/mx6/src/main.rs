@@ -54,6 +54,11 @@ enum Cmd {
         #[arg(long = "dkim-selector")]
         dkim_selectors: Vec<String>,
     },
+    /// Inspect and act on the queue of a running or stopped server.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCmd,
+    },
     /// DKIM keys.
     Dkim {
         #[command(subcommand)]
@@ -116,6 +121,29 @@ enum UserCmd {
 }
 
 #[derive(Subcommand)]
+enum QueueCmd {
+    /// Queued messages: id, sender, recipients, age, attempts, next attempt, last error.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message: its envelope, state and headers.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a message from the queue (no bounce).
+    Delete { id: String },
+    /// Keep a message from being delivered until released.
+    Hold { id: String },
+    /// Release a held message.
+    Release { id: String },
+    /// Try every deferred message now.
+    Flush,
+}
+
+#[derive(Subcommand)]
 enum DkimCmd {
     /// Generate a signing key into data_dir/dkim/<domain>.<selector>.key and
     /// print the DNS TXT record to publish.
@@ -139,6 +167,134 @@ enum DkimAlgorithm {
 enum ConfigCmd {
     /// Validate the configuration; print each error with its key and line.
     Check,
+}
+
+/// `mx6 queue`: through the control socket of a running server, else on the
+/// spool of the stopped one.
+fn queue_command(cfg: &Config, cmd: &QueueCmd) -> anyhow::Result<()> {
+    use mx6_server::control::{request, Request};
+    use mx6_server::queue_registry::{listed, read_holds, write_holds, Listed};
+    let (op, id) = match cmd {
+        QueueCmd::List { .. } => ("list", None),
+        QueueCmd::Show { id, .. } => ("show", Some(id.clone())),
+        QueueCmd::Delete { id } => ("delete", Some(id.clone())),
+        QueueCmd::Hold { id } => ("hold", Some(id.clone())),
+        QueueCmd::Release { id } => ("release", Some(id.clone())),
+        QueueCmd::Flush => ("flush", None),
+    };
+    let json = matches!(cmd, QueueCmd::List { json: true } | QueueCmd::Show { json: true, .. });
+    let spool_dir = cfg.data_dir.join("spool");
+    let (messages, headers, affected): (Vec<Listed>, String, usize) =
+        match request(&cfg.data_dir, &Request { op: op.into(), id: id.clone() }) {
+            Some(Ok(r)) if r.ok => (r.messages, r.headers, r.affected),
+            Some(Ok(r)) => anyhow::bail!("{}", r.error),
+            Some(Err(e)) => anyhow::bail!("control socket: {e}"),
+            None => {
+                // The server is not running: work on the spool files.
+                let holds = read_holds(&cfg.data_dir);
+                let queued = mx6_queue::spool::inspect(&spool_dir)?;
+                let find = |id: &str| {
+                    queued.iter().find(|r| r.message.id == id).ok_or_else(|| anyhow::anyhow!("{id}: no such message in the queue"))
+                };
+                let all: Vec<Listed> = queued
+                    .iter()
+                    .map(|r| {
+                        let mut done = vec![false; r.message.rcpts.len()];
+                        for &i in &r.done {
+                            done[i] = true;
+                        }
+                        listed(&r.message, &done, 0, None, "(not recorded while the server is stopped)", holds.contains(&r.message.id))
+                    })
+                    .collect();
+                match op {
+                    "list" => (all, String::new(), 0),
+                    "show" => {
+                        let id = id.unwrap_or_default();
+                        let r = find(&id)?;
+                        let body = mx6_queue::spool::read_body(&spool_dir, &r.location)?;
+                        (all.into_iter().filter(|m| m.id == id).collect(), mx6_server::control::header_section(&body), 1)
+                    }
+                    "hold" | "release" => {
+                        let id = id.unwrap_or_default();
+                        find(&id)?;
+                        let mut h = holds;
+                        if op == "hold" {
+                            h.insert(id);
+                        } else {
+                            h.remove(&id);
+                        }
+                        write_holds(&cfg.data_dir, &h)?;
+                        (Vec::new(), String::new(), 1)
+                    }
+                    "delete" => {
+                        let id = id.unwrap_or_default();
+                        let r = find(&id)?;
+                        let open: Vec<usize> = (0..r.message.rcpts.len()).filter(|i| !r.done.contains(i)).collect();
+                        let n = open.len();
+                        let entries = open
+                            .into_iter()
+                            .enumerate()
+                            .map(|(k, i)| mx6_queue::DoneEntry {
+                                id: id.clone(),
+                                rcpt: i,
+                                status: mx6_queue::DoneStatus::Deleted,
+                                release: (k + 1 == n).then_some(r.location.segment),
+                            })
+                            .collect();
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                        rt.block_on(async {
+                            let (handle, _) = mx6_queue::spool::open(&spool_dir)?;
+                            handle.done(entries).await
+                        })?;
+                        (Vec::new(), String::new(), 1)
+                    }
+                    _ => {
+                        println!("mx6 is not running; queued messages are tried when it starts");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+    match op {
+        "list" | "show" if json => {
+            if op == "show" {
+                let m = messages.first().ok_or_else(|| anyhow::anyhow!("no such message"))?;
+                let mut v = serde_json::to_value(m)?;
+                v["headers"] = serde_json::Value::String(headers);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&messages)?);
+            }
+        }
+        "list" | "show" => {
+            if messages.is_empty() && op == "list" {
+                println!("the queue is empty");
+            }
+            for m in &messages {
+                let next = m.next_attempt.clone().unwrap_or_else(|| "-".into());
+                println!(
+                    "{}  {:>8}  {:<8}  attempts {}  next {}  <{}>",
+                    m.id,
+                    format!("{}s", m.age_secs),
+                    m.state,
+                    m.attempts,
+                    next,
+                    m.from
+                );
+                for r in &m.recipients {
+                    println!("    {}{}", r.address, if r.done { "  (done)" } else { "" });
+                }
+                if !m.last_error.is_empty() {
+                    println!("    last error: {}", m.last_error);
+                }
+            }
+            if op == "show" {
+                print!("\n{headers}");
+            }
+        }
+        _ => println!("{op}: {affected} message(s)"),
+    }
+    Ok(())
 }
 
 /// `mx6 dkim keygen`: never overwrites a key; the file is private (0600).
@@ -330,6 +486,16 @@ fn main() -> ExitCode {
                         ExitCode::SUCCESS
                     }
                 }
+                Err(e) => {
+                    eprintln!("mx6: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Queue { command } => {
+            let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
+            match queue_command(&cfg, command) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("mx6: {e}");
                     ExitCode::from(1)

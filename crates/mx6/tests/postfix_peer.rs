@@ -295,7 +295,18 @@ fn mx6_delivers_to_postfix_over_ipv6() {
             vmail.display()
         ),
     );
-    let out = swaks_ok(&["--server", "::1", "--port", &s.port.to_string(), "--from", "a@mx.test", "--to", "u@dest.test", "--h-Subject", "to postfix"]);
+    let out = swaks_ok(&[
+        "--server",
+        "::1",
+        "--port",
+        &s.port.to_string(),
+        "--from",
+        "a@mx.test",
+        "--to",
+        "u@dest.test",
+        "--h-Subject",
+        "to postfix",
+    ]);
     assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
     let new = vmail.join("dest.test/u/new");
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -159,10 +159,7 @@ impl SpoolHandle {
 
     /// Read a message body back (blocking; usually served from the page cache).
     pub fn read_body(&self, loc: &Location) -> io::Result<Vec<u8>> {
-        let f = File::open(seg_path(&self.dir, loc.segment))?;
-        let mut buf = vec![0u8; loc.len as usize];
-        f.read_exact_at(&mut buf, loc.offset)?;
-        Ok(buf)
+        read_body(&self.dir, loc)
     }
 }
 
@@ -446,6 +443,14 @@ fn write_all_vectored(f: &mut File, mut bufs: &mut [io::IoSlice<'_>]) -> io::Res
 
 /// For tools that inspect a stopped server's spool without taking it over:
 /// the open messages, read only.
+/// Read a message body from the spool directory `dir` (also for a stopped server).
+pub fn read_body(dir: &Path, loc: &Location) -> io::Result<Vec<u8>> {
+    let f = File::open(seg_path(dir, loc.segment))?;
+    let mut buf = vec![0u8; loc.len as usize];
+    f.read_exact_at(&mut buf, loc.offset)?;
+    Ok(buf)
+}
+
 pub fn inspect(dir: &Path) -> Result<Vec<Recovered>, SpoolError> {
     let mut out = Vec::new();
     if !dir.exists() {

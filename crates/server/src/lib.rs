@@ -8,6 +8,7 @@
 //! - [`session_driver`]: one SMTP session over a socket;
 //! - [`inbound`]: reverse DNS, DNSBL, SPF, DKIM and DMARC checks per stage;
 //! - [`queue_manager`]: local delivery and retries;
+//! - [`queue_registry`], [`control`]: what `mx6 queue` shows and does, over `data_dir/control.sock`;
 //! - [`outbound`]: delivery to other domains, bounces;
 //! - [`metrics`], [`admin_http`]: Prometheus metrics on `metrics.listen`;
 //! - [`check`]: `mx6 check DOMAIN`, the deployment audit;
@@ -22,6 +23,7 @@ pub mod admin_http;
 pub mod auth_throttle;
 pub mod check;
 pub mod config;
+pub mod control;
 pub mod firewall;
 pub mod inbound;
 pub mod listener;
@@ -31,6 +33,7 @@ pub mod policyd;
 pub mod privileges;
 pub mod proxy;
 pub mod queue_manager;
+pub mod queue_registry;
 pub mod session_driver;
 pub mod tls;
 pub mod users;
@@ -41,7 +44,6 @@ use std::time::Duration;
 
 use config::Config;
 use mx6_policy::Routing;
-use mx6_queue::schedule::Schedule;
 use queue_manager::QueueManager;
 use tokio::sync::{watch, Semaphore};
 
@@ -128,13 +130,9 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
     }
     let metrics = Arc::new(metrics::Metrics::new());
-    let schedule = Schedule { initial: cfg.queue.retry_initial, max: cfg.queue.retry_max, max_age: cfg.queue.max_age };
     let queue = QueueManager::start(
+        &cfg,
         spool.clone(),
-        cfg.data_dir.clone(),
-        cfg.local.maildir.clone(),
-        cfg.hostname.clone(),
-        schedule,
         recovered,
         metrics.clone(),
         outbound::Outbound::new(
@@ -170,6 +168,12 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     if let Some(l) = admin {
         tasks.push(tokio::spawn(admin_http::serve(l, metrics.clone(), shared.shutdown.clone())));
     }
+    tasks.push(tokio::spawn(control::serve(
+        control::socket_path(&cfg.data_dir),
+        queue.clone(),
+        shared.spool.clone(),
+        shared.shutdown.clone(),
+    )));
     for (sock, l) in bound {
         tasks.push(tokio::spawn(listener::serve(sock, l, shared.clone())));
     }

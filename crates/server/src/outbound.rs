@@ -78,12 +78,12 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
         Some(b) => b.clone(),
         None => {
             let spool = ctx.spool.clone();
-            let loc = job.loc.clone();
+            let loc = job.loc;
             match tokio::task::spawn_blocking(move || spool.read_body(&loc)).await {
                 Ok(Ok(b)) => Arc::new(b),
                 _ => {
                     tracing::error!(queue_id = %job.msg.id, "can not read message from the spool; will retry");
-                    return crate::queue_manager::retry(&ctx, job);
+                    return crate::queue_manager::retry(&ctx, job, "spool read failed");
                 }
             }
         }
@@ -131,7 +131,7 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
     let m = &ctx.metrics;
     let mut entries = Vec::new();
     let mut failures = Vec::new();
-    let mut deferred = false;
+    let mut deferred: Option<String> = None;
     for (key, idx, d) in results {
         let lmtp = key.starts_with("lmtp:");
         // Local (LMTP) deliveries count under the client's family, as Maildir ones do.
@@ -189,7 +189,7 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
                         diagnostic: diag,
                     });
                 }
-                _ => deferred = true,
+                _ => deferred = Some(reply.clone()),
             }
         }
     }
@@ -207,8 +207,10 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
         bounce(&ctx, &job.msg, &body, &failures).await;
     }
     m.queue_messages.with_label_values(&["active"]).dec();
-    if deferred {
-        crate::queue_manager::retry(&ctx, job);
+    match deferred {
+        Some(e) => crate::queue_manager::retry(&ctx, job, &e),
+        None if job.done.iter().all(|d| *d) => ctx.registry.finished(&job.msg.id),
+        None => {}
     }
 }
 

@@ -17,8 +17,10 @@ use mx6_queue::schedule::Schedule;
 use mx6_queue::{DoneEntry, DoneStatus, Location, QueuedMessage, Recipient, Recovered, SpoolHandle};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
+use crate::queue_registry::Registry;
 
 /// Delivery batches running at once: one writes while the other waits on fsync.
 const CONCURRENCY: usize = 2;
@@ -41,6 +43,7 @@ pub struct QueueManager {
     tx: mpsc::UnboundedSender<Job>,
     running: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
 }
 
 pub(crate) struct Ctx {
@@ -52,6 +55,7 @@ pub(crate) struct Ctx {
     pub(crate) tx: mpsc::UnboundedSender<Job>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) outbound: Arc<Outbound>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl Ctx {
@@ -63,18 +67,14 @@ impl Ctx {
 }
 
 impl QueueManager {
-    pub fn start(
-        spool: SpoolHandle,
-        data_dir: PathBuf,
-        maildir: String,
-        hostname: String,
-        schedule: Schedule,
-        recovered: Vec<Recovered>,
-        metrics: Arc<Metrics>,
-        outbound: Outbound,
-    ) -> QueueManager {
+    pub fn start(cfg: &Config, spool: SpoolHandle, recovered: Vec<Recovered>, metrics: Arc<Metrics>, outbound: Outbound) -> QueueManager {
+        let data_dir = cfg.data_dir.clone();
+        let maildir = cfg.local.maildir.clone();
+        let hostname = cfg.hostname.clone();
+        let schedule = Schedule { initial: cfg.queue.retry_initial, max: cfg.queue.retry_max, max_age: cfg.queue.max_age };
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let running = Arc::new(Semaphore::new(CONCURRENCY));
+        let registry = Arc::new(Registry::new(&data_dir));
         let ctx = Arc::new(Ctx {
             spool,
             data_dir,
@@ -84,6 +84,7 @@ impl QueueManager {
             tx: tx.clone(),
             metrics: metrics.clone(),
             outbound: Arc::new(outbound),
+            registry: registry.clone(),
         });
         metrics.queue_messages.with_label_values(&["active"]).add(recovered.len() as i64);
         for r in recovered {
@@ -91,7 +92,9 @@ impl QueueManager {
             for i in r.done {
                 done[i] = true;
             }
-            let _ = tx.send(Job { msg: Arc::new(r.message), loc: r.location, body: None, done, failures: 0, recovered: true });
+            let msg = Arc::new(r.message);
+            registry.track(&msg, r.location, &done, 0);
+            let _ = tx.send(Job { msg, loc: r.location, body: None, done, failures: 0, recovered: true });
         }
         let sem = running.clone();
         tokio::spawn(async move {
@@ -112,10 +115,11 @@ impl QueueManager {
                 });
             }
         });
-        QueueManager { tx, running, metrics }
+        QueueManager { tx, running, metrics, registry }
     }
 
     pub fn submit(&self, job: Job) {
+        self.registry.track(&job.msg, job.loc, &job.done, job.failures);
         self.metrics.queue_messages.with_label_values(&["active"]).inc();
         let _ = self.tx.send(job);
     }
@@ -140,6 +144,13 @@ struct JobResult {
 /// Deliver a batch of jobs: one blocking pass writes every Maildir file with
 /// group commit, then one spool write records every outcome.
 async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
+    // Held or deleted while they waited: not delivered now.
+    let (jobs, parked): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| ctx.registry.flags(&j.msg.id) == (false, false));
+    for job in parked {
+        ctx.metrics.queue_messages.with_label_values(&["active"]).dec();
+        ctx.metrics.queue_messages.with_label_values(&["deferred"]).inc();
+        tokio::spawn(wait_then_requeue(ctx.clone(), job, Duration::ZERO));
+    }
     let ctx2 = ctx.clone();
     let results = match tokio::task::spawn_blocking(move || write_batch(&ctx2, jobs)).await {
         Ok(r) => r,
@@ -158,10 +169,10 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
         m.queue_messages.with_label_values(&["active"]).dec();
         if let Some(err) = read_error {
             tracing::error!(queue_id = %job.msg.id, error = %err, "can not read message from the spool; will retry");
-            retries.push(job);
+            retries.push((job, format!("spool read: {err}")));
             continue;
         }
-        let mut failed = false;
+        let mut failed: Option<String> = None;
         let before = entries.len();
         for (i, r) in outcomes {
             match r {
@@ -200,7 +211,7 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                         error = %e,
                         "local delivery failed"
                     );
-                    failed = true;
+                    failed = Some(e.to_string());
                 }
             }
         }
@@ -210,10 +221,12 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             }
         }
         let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && ctx.outbound_rcpt(&job.msg.rcpts[i]));
-        if failed {
-            retries.push(job);
+        if let Some(e) = failed {
+            retries.push((job, e));
         } else if relay_open {
             remote.push(job);
+        } else if job.done.iter().all(|d| *d) {
+            ctx.registry.finished(&job.msg.id);
         }
     }
     if !entries.is_empty() {
@@ -223,8 +236,8 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             tracing::error!(error = %e, "could not record delivery outcomes");
         }
     }
-    for job in retries {
-        retry(ctx, job);
+    for (job, error) in retries {
+        retry(ctx, job, &error);
     }
     for job in remote {
         m.queue_messages.with_label_values(&["active"]).inc();
@@ -278,23 +291,76 @@ fn write_batch(ctx: &Ctx, jobs: Vec<Job>) -> Vec<JobResult> {
     results
 }
 
-pub(crate) fn retry(ctx: &Arc<Ctx>, mut job: Job) {
+pub(crate) fn retry(ctx: &Arc<Ctx>, mut job: Job, error: &str) {
     job.failures += 1;
     let delay = ctx.schedule.delay(job.failures);
     let age = mx6_queue::id::age(&job.msg.id);
     if ctx.schedule.expired(age) {
-        // Returning the message needs outbound delivery (DSN); until then it is
-        // kept and retried rather than dropped.
+        // Remote recipients bounce at expiry (crate::outbound); a local
+        // delivery that keeps failing is a fault here, so it is kept.
         tracing::error!(queue_id = %job.msg.id, age_secs = age.as_secs(), "message is past queue.max_age and still undeliverable; kept for retry");
     }
     tracing::info!(queue_id = %job.msg.id, retry_in_secs = delay.as_secs(), attempts = job.failures, "delivery deferred");
-    let tx = ctx.tx.clone();
+    let next = chrono::Utc::now().timestamp() + delay.as_secs() as i64;
+    ctx.registry.deferred(&job.msg.id, &job.done, job.failures, next, error);
+    ctx.metrics.queue_messages.with_label_values(&["deferred"]).inc();
+    tokio::spawn(wait_then_requeue(ctx.clone(), job, delay));
+}
+
+/// Wait for the next attempt (or a flush), stay while held, and honour a
+/// delete; then hand the job back to the queue. Counted as deferred (or hold)
+/// meanwhile.
+async fn wait_then_requeue(ctx: Arc<Ctx>, job: Job, delay: Duration) {
     let m = ctx.metrics.clone();
-    m.queue_messages.with_label_values(&["deferred"]).inc();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        m.queue_messages.with_label_values(&["deferred"]).dec();
-        m.queue_messages.with_label_values(&["active"]).inc();
-        let _ = tx.send(job);
-    });
+    let wake = ctx.registry.track(&job.msg, job.loc, &job.done, job.failures);
+    if !delay.is_zero() {
+        let next = chrono::Utc::now().timestamp() + delay.as_secs() as i64;
+        ctx.registry.deferred(&job.msg.id, &job.done, job.failures, next, "");
+    }
+    let mut state = "deferred";
+    let mut sleep_for = delay;
+    loop {
+        if !sleep_for.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = wake.notified() => {}
+            }
+        }
+        let (held, deleted) = ctx.registry.flags(&job.msg.id);
+        if deleted {
+            m.queue_messages.with_label_values(&[state]).dec();
+            let open: Vec<usize> = (0..job.done.len()).filter(|&i| !job.done[i]).collect();
+            let n = open.len();
+            let entries: Vec<DoneEntry> = open
+                .into_iter()
+                .enumerate()
+                .map(|(k, i)| DoneEntry {
+                    id: job.msg.id.clone(),
+                    rcpt: i,
+                    status: DoneStatus::Deleted,
+                    release: (k + 1 == n).then_some(job.loc.segment),
+                })
+                .collect();
+            if let Err(e) = ctx.spool.done(entries).await {
+                tracing::error!(queue_id = %job.msg.id, error = %e, "could not record the deletion");
+            }
+            tracing::info!(queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), status = "deleted", "removed from the queue by the operator");
+            ctx.registry.finished(&job.msg.id);
+            return;
+        }
+        if held {
+            if state != "hold" {
+                m.queue_messages.with_label_values(&[state]).dec();
+                m.queue_messages.with_label_values(&["hold"]).inc();
+                state = "hold";
+            }
+            wake.notified().await;
+            sleep_for = Duration::ZERO;
+            continue;
+        }
+        break;
+    }
+    m.queue_messages.with_label_values(&[state]).dec();
+    m.queue_messages.with_label_values(&["active"]).inc();
+    let _ = ctx.tx.send(job);
 }

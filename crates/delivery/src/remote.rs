@@ -396,7 +396,8 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
         Err(r) => return Delivery { rcpts: all(n, r), peer: None, tls: false },
     };
     let port = cfg.relayhost.as_ref().map(|r| r.port).unwrap_or(cfg.port);
-    let tls_policy = if cfg.relayhost.is_some() { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
+    // Credentials never travel in clear: with AUTH, TLS is required.
+    let tls_policy = if cfg.relayhost.is_some() && cfg.auth.is_some() { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
     let mut last = RcptResult::Deferred(local(451, "4.4.1 no MX host could be reached"));
     let mut tried = 0;
     for host in &hosts {

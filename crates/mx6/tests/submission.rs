@@ -46,12 +46,14 @@ fn starttls_auth_plain_and_login_relay_over_both_families() {
     }
     // The queue manager logs asynchronously: wait for all four lines.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deferred = |log: &str| log.lines().filter(|l| l.contains("to=bob@remote.test") && l.contains("status=\"deferred\"")).count();
     let mut log = s.log_text();
-    while log.matches("to=bob@remote.test status=\"deferred\"").count() < 4 && std::time::Instant::now() < deadline {
+    while deferred(&log) < 4 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
         log = s.log_text();
     }
-    assert_eq!(log.matches("to=bob@remote.test status=\"deferred\"").count(), 4, "{log}");
+    // remote.test does not resolve on the test DNS server: each one waits for a retry.
+    assert_eq!(deferred(&log), 4, "{log}");
     assert!(log.contains("user=\"alice@mx.test\""), "{log}");
     assert!(!log.contains("alice-pw"), "a password reached the log");
 }

@@ -216,11 +216,17 @@ pub struct TestDns {
 impl TestDns {
     /// Serve `zone` on 127.0.0.1, UDP and TCP on the same port.
     pub fn start(zone: Zone) -> TestDns {
+        TestDns::start_on(zone, 0)
+    }
+
+    /// Serve on 127.0.0.1:`port` (0 = any free port).
+    pub fn start_on(zone: Zone, port: u16) -> TestDns {
         let (udp, tcp) = loop {
-            let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+            let udp = UdpSocket::bind(("127.0.0.1", port)).expect("bind udp");
             if let Ok(tcp) = TcpListener::bind(udp.local_addr().expect("addr")) {
                 break (udp, tcp);
             }
+            assert_eq!(port, 0, "TCP port {port} is taken");
         };
         let addr = udp.local_addr().expect("addr");
         let zone = Arc::new(RwLock::new(zone));

@@ -48,7 +48,7 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
 
 # ---- the sink ------------------------------------------------------------
-smtp-sink -c "127.0.0.1:$SINK_PORT" 1000 >/dev/null 2>&1 &
+smtp-sink -u nobody -c "127.0.0.1:$SINK_PORT" 1000 >/dev/null 2>&1 &
 PIDS+=($!)
 wait_port "$SINK_PORT"
 

@@ -18,6 +18,7 @@
 # Needs root and Debian's postfix (smtp-source, smtp-sink); installs it if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/postfix-master.sh
 MESSAGES=${MESSAGES:-5000}
 SESSIONS=${SESSIONS:-20}
 SIZE=${SIZE:-4096}
@@ -73,28 +74,7 @@ maillog_file = $PF/maillog
 maillog_file_prefixes = $WORK
 default_process_limit = 200
 CF
-cat > "$PF/master.cf" <<CF
-127.0.0.1:$PF_PORT inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n -  0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n -  - trivial-rewrite
-bounce    unix  - - n -  0 bounce
-defer     unix  - - n -  0 bounce
-trace     unix  - - n -  0 bounce
-verify    unix  - - n -  1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -  - proxymap
-smtp      unix  - - n -  - smtp
-relay     unix  - - n -  - smtp
-showq     unix  n - n -  - showq
-error     unix  - - n -  - error
-retry     unix  - - n -  - error
-discard   unix  - - n -  - discard
-anvil     unix  - - n -  1 anvil
-scache    unix  - - n -  1 scache
-postlog   unix-dgram n - n - 1 postlogd
-CF
+postfix_master "$PF" "127.0.0.1:$PF_PORT"
 postfix -c "$PF" check >/dev/null 2>&1 || { echo "postfix check failed; run: script -qc \"postfix -c $PF check\" /dev/null"; exit 1; }
 postfix -c "$PF" start >/dev/null 2>&1
 wait_port "$PF_PORT"

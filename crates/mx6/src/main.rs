@@ -339,6 +339,17 @@ fn dkim_keygen(cfg: &Config, domain: &str, selector: &str, algorithm: DkimAlgori
     Ok(())
 }
 
+/// 0 on success; the error on stderr and 1 otherwise.
+fn exit_status<E: std::fmt::Display>(r: Result<(), E>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mx6: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn dns_name(d: &str) -> String {
     d.trim_end_matches('.').to_lowercase()
 }
@@ -494,33 +505,15 @@ fn main() -> ExitCode {
         }
         Cmd::Queue { command } => {
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
-            match queue_command(&cfg, command) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("mx6: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            exit_status(queue_command(&cfg, command))
         }
         Cmd::Dkim { command: DkimCmd::Keygen { domain, selector, algorithm } } => {
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
-            match dkim_keygen(&cfg, domain, selector, *algorithm) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("mx6: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            exit_status(dkim_keygen(&cfg, domain, selector, *algorithm))
         }
         Cmd::User { command } => {
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
-            match user_command(&cfg, command) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("mx6: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            exit_status(user_command(&cfg, command))
         }
         Cmd::Config { command: ConfigCmd::Check } => match load(&cli) {
             Some(_) => {

@@ -128,6 +128,27 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, inbound: A
     }
 }
 
+/// Serve connections from `accept` until `stop` resolves.
+async fn accept_loop<S, F, Fut>(
+    mut accept: F,
+    inbound: &Arc<Inbound>,
+    cfg: &Arc<Config>,
+    mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+{
+    loop {
+        tokio::select! {
+            a = accept() => if let Ok(s) = a {
+                tokio::spawn(connection(s, inbound.clone(), cfg.clone()));
+            },
+            _ = &mut stop => break,
+        }
+    }
+}
+
 /// Run until `stop` resolves.
 pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), PolicydError> {
     let cfg = Arc::new(cfg);
@@ -138,14 +159,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         let _ = std::fs::remove_file(path);
         let l = tokio::net::UnixListener::bind(path).map_err(|e| PolicydError::Listen(listen.clone(), e))?;
         tracing::info!(listen = %listen, "policyd ready");
-        loop {
-            tokio::select! {
-                a = l.accept() => if let Ok((s, _)) = a {
-                    tokio::spawn(connection(s, inbound.clone(), cfg.clone()));
-                },
-                _ = &mut stop => break,
-            }
-        }
+        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &inbound, &cfg, stop).await;
         let _ = std::fs::remove_file(path);
     } else {
         let addr: std::net::SocketAddr = listen
@@ -153,14 +167,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
             .map_err(|_| PolicydError::Listen(listen.clone(), std::io::Error::other("expected [v6]:port, v4:port or unix:/path")))?;
         let l = crate::listener::bind(addr).map_err(|e| PolicydError::Listen(listen.clone(), e))?;
         tracing::info!(listen = %listen, "policyd ready");
-        loop {
-            tokio::select! {
-                a = l.accept() => if let Ok((s, _)) = a {
-                    tokio::spawn(connection(s, inbound.clone(), cfg.clone()));
-                },
-                _ = &mut stop => break,
-            }
-        }
+        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &inbound, &cfg, stop).await;
     }
     tracing::info!("policyd stopped");
     Ok(())

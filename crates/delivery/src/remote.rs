@@ -194,6 +194,13 @@ async fn route(resolver: &Resolver, cfg: &RemoteConfig, domain: &str) -> Result<
             if v.len() == 1 && v[0].1.is_empty() {
                 return Err(RcptResult::Failed(local(556, "5.1.10 the domain accepts no mail (null MX, RFC 7505)")));
             }
+            // RFC 5321 §5.1: a backup MX only tries hosts more preferred than itself.
+            if let Some(own) = v.iter().filter(|(_, h)| h.eq_ignore_ascii_case(&cfg.hostname)).map(|(p, _)| *p).min() {
+                v.retain(|(p, _)| *p < own);
+                if v.is_empty() {
+                    return Err(RcptResult::Failed(local(554, &format!("5.4.6 mail for {name} loops back to myself"))));
+                }
+            }
             // Preference order, random among equals.
             v.sort_by_key(|(p, h)| (*p, shuffle_key(h)));
             Ok(v.into_iter().map(|(_, h)| h).filter(|h| !h.is_empty()).take(MAX_HOSTS).collect())

@@ -253,3 +253,44 @@ fn dkim_signatures_verify_with_dkimpy() {
     assert!(out.status.success(), "dkimpy: {} {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), m[0]);
     assert!(m[0].contains("a=ed25519-sha256") && m[0].contains("a=rsa-sha256"), "{}", m[0]);
 }
+
+/// The sender's IPv6 source address (`bind_ipv6`, on `lo`) has no PTR: the
+/// receiver answers 550 5.7.25 over IPv6, and mx6 delivers over IPv4 at once.
+#[test]
+fn no_ptr_refusal_over_ipv6_falls_back_to_ipv4() {
+    let a = "2001:db8:ffff::40";
+    let added = Command::new("ip")
+        .args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    struct Del(&'static str, bool);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            if self.1 {
+                let _ = Command::new("ip").args(["-6", "addr", "del", &format!("{}/128", self.0), "dev", "lo"]).status();
+            }
+        }
+    }
+    let _del = Del(a, added);
+    let r = receiver("out-recv-ptr", "");
+    let s = sender("out-send-ptr", r.port, &format!("bind_ipv6 = \"{a}\"\n"));
+    send(&s, "a@src.test", "p@dest.test");
+    let m = wait_files(&r, "p", "dest.test", 1);
+    assert_eq!(m.len(), 1, "sender:\n{}\nreceiver:\n{}", s.log_text(), r.log_text());
+    assert!(m[0].contains("[127.0.0.1])"), "{}", m[0]);
+    assert!(r.log_has(&format!("client={a}")) && r.log_has("reason=\"no_ptr\""), "{}", r.log_text());
+    assert!(!s.log_text().contains("bounce queued"));
+}
+
+/// A backup MX (relay.domains) never delivers to itself or to less preferred
+/// hosts: with only itself left, the mail bounces as a loop (RFC 5321 §5.1).
+#[test]
+fn backup_mx_does_not_loop_to_itself() {
+    let zone = "backup.test MX 10 mx.test\n";
+    let s = Server::start_with_zone("out-loop", zone, "[local]\ndomains = [\"src.test\"]\n[relay]\ndomains = [\"backup.test\"]\n");
+    send(&s, "a@src.test", "b@backup.test");
+    let b = wait_files(&s, "a", "src.test", 1);
+    assert_eq!(b.len(), 1, "{}", s.log_text());
+    assert!(b[0].contains("Status: 5.4.6") && b[0].contains("loops back to myself"), "{}", b[0]);
+}

@@ -305,3 +305,23 @@ fn failed_local_delivery_is_retried_not_dropped() {
     assert_eq!(mails.len(), 1, "not delivered after the retry: {}", s.log_text());
     assert!(s.log_has("delivery deferred"));
 }
+
+#[test]
+fn local_delivery_failing_past_max_age_bounces() {
+    let s = Server::start("expire", "[queue]\nretry_initial = \"1s\"\nretry_max = \"1s\"\nmax_age = \"2s\"\n");
+    let blocked = s.data().join("mail/mx.test/stuck");
+    std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let out = swaks_ok(&["--server", "::1", "--port", &s.port.to_string(), "--from", "sender@mx.test", "--to", "stuck@mx.test"]);
+    assert!(out.contains("250 2.0.0 Ok: queued"));
+    // The bounce reaches the (local) sender; the stuck recipient is given up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let bounce = loop {
+        if let Some(t) = s.mail_texts("sender", "mx.test", 1).into_iter().next() {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "no bounce: {}", s.log_text());
+    };
+    assert!(bounce.contains("Status: 4.4.7") && bounce.contains("Final-Recipient: rfc822; stuck@mx.test"), "{bounce}");
+    assert!(s.log_has("status=\"expired\""), "{}", s.log_text());
+}

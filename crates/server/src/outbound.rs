@@ -219,7 +219,7 @@ fn family_of(a: &SocketAddr) -> &'static str {
 }
 
 /// Queue a bounce for `failures` to the sender of `msg` (not for the null sender).
-async fn bounce(ctx: &Arc<Ctx>, msg: &QueuedMessage, body: &[u8], failures: &[Failure]) {
+pub(crate) async fn bounce(ctx: &Arc<Ctx>, msg: &QueuedMessage, body: &[u8], failures: &[Failure]) {
     if msg.from.is_empty() {
         tracing::info!(queue_id = %msg.id, "undeliverable bounce (null sender) is dropped, RFC 5321 §6.1");
         return;

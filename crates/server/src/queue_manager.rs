@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use mx6_delivery::maildir;
 use mx6_policy::Family;
+use mx6_queue::dsn::Failure;
 use mx6_queue::schedule::Schedule;
 use mx6_queue::{DoneEntry, DoneStatus, Location, QueuedMessage, Recipient, Recovered, SpoolHandle};
 use tokio::sync::{mpsc, Semaphore};
@@ -162,6 +163,7 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     let mut entries = Vec::new();
     let mut retries = Vec::new();
     let mut remote = Vec::new();
+    let mut expired_rcpts = Vec::new();
     let m = &ctx.metrics;
     for JobResult { mut job, read_error, outcomes } in results {
         let family = job.msg.client.parse::<std::net::IpAddr>().map(|ip| Family::of(ip).as_str()).unwrap_or("ipv6");
@@ -198,8 +200,11 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                     );
                 }
                 Err(e) => {
-                    m.delivery_attempts.with_label_values(&[family, "deferred"]).inc();
-                    m.delivery_duration.with_label_values(&[family, "deferred"]).observe(age);
+                    // Past queue.max_age the recipient bounces instead (RFC 5321 §4.5.4.1).
+                    let expired = ctx.schedule.expired(mx6_queue::id::age(&job.msg.id));
+                    let (status, result) = if expired { ("expired", "bounced") } else { ("deferred", "deferred") };
+                    m.delivery_attempts.with_label_values(&[family, result]).inc();
+                    m.delivery_duration.with_label_values(&[family, result]).observe(age);
                     tracing::warn!(
                         queue_id = %job.msg.id,
                         from = %format!("<{}>", job.msg.from),
@@ -207,11 +212,27 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                         relay = "local",
                         family,
                         delay = format!("{age:.3}"),
-                        status = "deferred",
+                        status,
                         error = %e,
                         "local delivery failed"
                     );
-                    failed = Some(e.to_string());
+                    if expired {
+                        job.done[i] = true;
+                        entries.push(DoneEntry { id: job.msg.id.clone(), rcpt: i, status: DoneStatus::Bounced, release: None });
+                        expired_rcpts.push((
+                            job.msg.clone(),
+                            job.loc,
+                            job.body.clone(),
+                            Failure {
+                                recipient: job.msg.rcpts[i].address.clone(),
+                                status: "4.4.7".into(),
+                                remote_mta: None,
+                                diagnostic: format!("delivery time expired; local delivery failed: {e}"),
+                            },
+                        ));
+                    } else {
+                        failed = Some(e.to_string());
+                    }
                 }
             }
         }
@@ -238,6 +259,30 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     }
     for (job, error) in retries {
         retry(ctx, job, &error);
+    }
+    // Bounces for local recipients that expired, one per message.
+    let mut by_msg: Vec<(Arc<QueuedMessage>, Location, Option<Arc<Vec<u8>>>, Vec<Failure>)> = Vec::new();
+    for (msg, loc, body, f) in expired_rcpts {
+        match by_msg.iter_mut().find(|(m, ..)| m.id == msg.id) {
+            Some(e) => e.3.push(f),
+            None => by_msg.push((msg, loc, body, vec![f])),
+        }
+    }
+    for (msg, loc, body, failures) in by_msg {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let body = match body {
+                Some(b) => b,
+                None => match ctx.spool.read_body(&loc) {
+                    Ok(b) => Arc::new(b),
+                    Err(e) => {
+                        tracing::error!(queue_id = %msg.id, error = %e, "can not read the expired message for its bounce");
+                        return;
+                    }
+                },
+            };
+            crate::outbound::bounce(&ctx, &msg, &body, &failures).await;
+        });
     }
     for job in remote {
         m.queue_messages.with_label_values(&["active"]).inc();
@@ -294,12 +339,6 @@ fn write_batch(ctx: &Ctx, jobs: Vec<Job>) -> Vec<JobResult> {
 pub(crate) fn retry(ctx: &Arc<Ctx>, mut job: Job, error: &str) {
     job.failures += 1;
     let delay = ctx.schedule.delay(job.failures);
-    let age = mx6_queue::id::age(&job.msg.id);
-    if ctx.schedule.expired(age) {
-        // Remote recipients bounce at expiry (crate::outbound); a local
-        // delivery that keeps failing is a fault here, so it is kept.
-        tracing::error!(queue_id = %job.msg.id, age_secs = age.as_secs(), "message is past queue.max_age and still undeliverable; kept for retry");
-    }
     tracing::info!(queue_id = %job.msg.id, retry_in_secs = delay.as_secs(), attempts = job.failures, "delivery deferred");
     let next = chrono::Utc::now().timestamp() + delay.as_secs() as i64;
     ctx.registry.deferred(&job.msg.id, &job.done, job.failures, next, error);

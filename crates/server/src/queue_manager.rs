@@ -135,6 +135,9 @@ impl QueueManager {
     }
 }
 
+/// A message with local recipients that expired: what its bounce needs.
+type Expired = (Arc<QueuedMessage>, Location, Option<Arc<Vec<u8>>>, Vec<Failure>);
+
 /// What happened to one job's local recipients in a batch.
 struct JobResult {
     job: Job,
@@ -261,7 +264,7 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
         retry(ctx, job, &error);
     }
     // Bounces for local recipients that expired, one per message.
-    let mut by_msg: Vec<(Arc<QueuedMessage>, Location, Option<Arc<Vec<u8>>>, Vec<Failure>)> = Vec::new();
+    let mut by_msg: Vec<Expired> = Vec::new();
     for (msg, loc, body, f) in expired_rcpts {
         match by_msg.iter_mut().find(|(m, ..)| m.id == msg.id) {
             Some(e) => e.3.push(f),

@@ -181,14 +181,11 @@ fn local(code: u16, text: &str) -> ServerReply {
 
 /// The hosts to try, best first (RFC 5321 §5.1; RFC 7505 null MX).
 async fn route(resolver: &Resolver, cfg: &RemoteConfig, domain: &str) -> Result<Vec<String>, RcptResult> {
-    let (name, mx) = match &cfg.relayhost {
+    let name = match &cfg.relayhost {
         Some(r) if !r.mx_lookup => return Ok(vec![r.host.clone()]),
-        Some(r) => (r.host.clone(), true),
-        None => (domain.to_string(), true),
+        Some(r) => r.host.clone(),
+        None => domain.to_string(),
     };
-    if !mx {
-        return Ok(vec![name]);
-    }
     match resolver.mx(&name).await {
         Lookup::Found(mut v) => {
             if v.len() == 1 && v[0].1.is_empty() {

@@ -339,6 +339,11 @@ fn dkim_keygen(cfg: &Config, domain: &str, selector: &str, algorithm: DkimAlgori
     Ok(())
 }
 
+/// The tokio runtime for the commands that do network I/O.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| eprintln!("mx6: can not start the runtime: {e}")).ok()
+}
+
 /// 0 on success; the error on stderr and 1 otherwise.
 fn exit_status<E: std::fmt::Display>(r: Result<(), E>) -> ExitCode {
     match r {
@@ -466,13 +471,7 @@ fn main() -> ExitCode {
         }
         Cmd::Check { domain, json, ips, port, dkim_selectors } => {
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("mx6: can not start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
+            let Some(rt) = runtime() else { return ExitCode::from(1) };
             let opts = mx6_server::check::Options {
                 domain: domain.clone(),
                 ips: ips.clone(),
@@ -525,13 +524,7 @@ fn main() -> ExitCode {
         Cmd::Serve | Cmd::Policyd => {
             init_logs(cli.log_format);
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("mx6: can not start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
+            let Some(rt) = runtime() else { return ExitCode::from(1) };
             let result: Result<(), String> = if matches!(cli.command, Cmd::Serve) {
                 rt.block_on(mx6_server::serve(cfg, stop_signal())).map_err(|e| e.to_string())
             } else {

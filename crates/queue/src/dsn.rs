@@ -104,22 +104,6 @@ pub fn bounce(reporting_mta: &str, original: &Original<'_>, failures: &[Failure]
     out
 }
 
-/// The RFC 3463 code of a reply text (`550 5.1.1 ...`), or a default for its class.
-pub fn status_of(reply: &str) -> String {
-    let mut parts = reply.split_whitespace();
-    let code = parts.next().unwrap_or("");
-    if let Some(s) =
-        parts.next().filter(|s| s.split('.').count() == 3 && s.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
-    {
-        return s.to_string();
-    }
-    if code.starts_with('4') {
-        "4.0.0".into()
-    } else {
-        "5.0.0".into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,7 +128,5 @@ mod tests {
         assert!(t.contains("Subject: hi\r\n"));
         assert!(!t.contains("secret body"));
         assert!(t.ends_with("--q1/mx.test--\r\n"));
-        assert_eq!(status_of("550 5.7.1 no"), "5.7.1");
-        assert_eq!(status_of("451 try later"), "4.0.0");
     }
 }

@@ -124,22 +124,6 @@ fn relayhost<'de, D: Deserializer<'de>>(d: D) -> Result<Option<mx6_delivery::rem
     mx6_delivery::remote::Relayhost::parse(&s).map(Some).map_err(de::Error::custom)
 }
 
-fn optional_ipv6<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::Ipv6Addr>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.is_empty() {
-        return Ok(None);
-    }
-    s.parse().map(Some).map_err(|_| de::Error::custom(format!("`{s}` is not an IPv6 address")))
-}
-
-fn optional_ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::Ipv4Addr>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.is_empty() {
-        return Ok(None);
-    }
-    s.parse().map(Some).map_err(|_| de::Error::custom(format!("`{s}` is not an IPv4 address")))
-}
-
 fn preference<'de, D: Deserializer<'de>>(d: D) -> Result<mx6_delivery::remote::AddressPreference, D::Error> {
     use mx6_delivery::remote::AddressPreference as P;
     let s = String::deserialize(d)?;
@@ -705,12 +689,25 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 }
 
 /// An address with a port, or `""` for none.
-fn optional_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+/// `""` = none; otherwise parsed as `T`, the error naming what was expected.
+fn optional<'de, D: Deserializer<'de>, T: std::str::FromStr>(d: D, what: &str) -> Result<Option<T>, D::Error> {
     let s = String::deserialize(d)?;
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|_| de::Error::custom(format!("`{s}` is not an address with a port, e.g. \"[::1]:9325\"")))
+    s.parse().map(Some).map_err(|_| de::Error::custom(format!("`{s}` is not {what}")))
+}
+
+fn optional_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    optional(d, "an address with a port, e.g. \"[::1]:9325\"")
+}
+
+fn optional_ipv6<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::Ipv6Addr>, D::Error> {
+    optional(d, "an IPv6 address")
+}
+
+fn optional_ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::Ipv4Addr>, D::Error> {
+    optional(d, "an IPv4 address")
 }
 
 /// `"127.0.0.2"` or `"127.0.0.0/24"`.

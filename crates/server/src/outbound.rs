@@ -180,7 +180,7 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
                     let (st, diag) = if status == "expired" {
                         ("4.4.7".to_string(), format!("delivery time expired; last error: {reply}"))
                     } else {
-                        (dsn::status_of(&reply), reply.clone())
+                        (r.reply().status(), reply.clone())
                     };
                     failures.push(Failure {
                         recipient: to.clone(),

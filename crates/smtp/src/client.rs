@@ -45,6 +45,15 @@ impl ServerReply {
         let ok = first.split('.').count() == 3 && first.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         ok.then_some(first)
     }
+    /// The RFC 3463 status for a DSN: the enhanced code, else the class default.
+    pub fn status(&self) -> String {
+        match self.enhanced() {
+            Some(s) => s.to_string(),
+            None if self.code < 500 => "4.0.0".into(),
+            None => "5.0.0".into(),
+        }
+    }
+
     /// A refusal of IPv6 senders as such (Gmail 550 5.7.25 no PTR, 5.7.26
     /// unauthenticated, "IPv6 sending guidelines"; Microsoft 5.2.1 "does not
     /// accept email over IPv6"): worth retrying the same host over IPv4 at once.
@@ -438,9 +447,7 @@ impl Client {
 
     /// All envelope replies are in (the last is DATA's).
     fn maybe_envelope_done(&mut self) {
-        let pipelined_done = self.pipelined && self.got.len() == self.expected;
-        let sequential_done = !self.pipelined && self.got.len() == self.expected;
-        if !(pipelined_done || sequential_done) {
+        if self.got.len() < self.expected {
             return;
         }
         let data = self.got.last().cloned().expect("DATA reply");
@@ -448,8 +455,8 @@ impl Client {
             return self.finish(data);
         }
         if self.results.iter().all(Option::is_some) {
-            // DATA accepted without any recipient: send an empty message? No:
-            // RFC 2920 §3.1 — end it with a lone dot and discard the result.
+            // DATA accepted although every recipient was refused (RFC 2920
+            // §3.1): end it with a lone dot; the results stand.
             self.send(".\r\n".into());
             self.state = State::Data;
             self.lmtp_waiting.clear();
@@ -615,6 +622,8 @@ mod tests {
         );
         assert!(r(550, "5.2.1 Service unavailable, mail.example does not accept email over IPv6").refuses_ipv6());
         assert!(!r(550, "5.1.1 user unknown").refuses_ipv6());
+        assert_eq!(r(550, "5.7.1 no").status(), "5.7.1");
+        assert_eq!(r(451, "try later").status(), "4.0.0");
     }
 
     #[test]

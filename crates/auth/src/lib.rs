@@ -149,13 +149,12 @@ impl Authenticator {
 }
 
 fn parse_pct(record: &str) -> u8 {
-    record
-        .split(';')
-        .filter_map(|t| t.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("pct"))
-        .and_then(|(_, v)| v.trim().parse::<u8>().ok())
-        .map(|p| p.min(100))
-        .unwrap_or(100)
+    record_tag(record, "pct").and_then(|v| v.parse::<u8>().ok()).map(|p| p.min(100)).unwrap_or(100)
+}
+
+/// The value of tag `name` in a `tag=value; …` DNS record (DMARC, DKIM, TLS-RPT).
+pub fn record_tag<'a>(record: &'a str, name: &str) -> Option<&'a str> {
+    record.split(';').filter_map(|t| t.split_once('=')).find(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
 }
 
 /// 0..100 from the std hasher's per-process random keys.

@@ -205,17 +205,10 @@ fn dkim_signatures_from_dkimpy() {
     let key = dir.join("key.pem");
     assert!(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048").output().unwrap().status.success());
     let der = Command::new("openssl").args(["rsa", "-pubout", "-outform", "DER", "-in"]).arg(&key).output().unwrap().stdout;
-    let b64 = Command::new("/usr/bin/python3")
-        .args(["-c", "import sys,base64; print(base64.b64encode(sys.stdin.buffer.read()).decode())"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(&der)?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let b64 = run_with_stdin(
+        Command::new("/usr/bin/python3").args(["-c", "import sys,base64; print(base64.b64encode(sys.stdin.buffer.read()).decode())"]),
+        &der,
+    );
     let p = String::from_utf8(b64.stdout).unwrap().trim().to_string();
     let record = format!("v=DKIM1; k=rsa; p={p}");
     let chunks: Vec<String> = record.as_bytes().chunks(200).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
@@ -226,18 +219,7 @@ fn dkim_signatures_from_dkimpy() {
     let script = "import sys,dkim\nkey=open(sys.argv[1],'rb').read()\nmsg=sys.stdin.buffer.read()\n\
                   sig=dkim.sign(msg,b'sel',b'dkim.test',key,include_headers=[b'from',b'to',b'subject',b'message-id'])\n\
                   sys.stdout.buffer.write(sig+msg)";
-    let signed = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(&key)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(msg.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let signed = run_with_stdin(Command::new("/usr/bin/python3").args(["-c", script]).arg(&key), msg.as_bytes());
     assert!(signed.status.success(), "dkimpy: {}", String::from_utf8_lossy(&signed.stderr));
     let signed = String::from_utf8(signed.stdout).unwrap().replace("\r\n", "\n").replace('\n', "\r\n");
     let signed = signed.trim_end_matches("\r\n").to_string();

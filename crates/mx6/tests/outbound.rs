@@ -81,18 +81,7 @@ fn delivers_over_ipv6_and_bounces_what_is_refused() {
               assert m.get_param('report-type')=='delivery-status'\nparts=[p.get_content_type() for p in m.walk()]\nprint(parts)\n\
               ds=[p for p in m.walk() if p.get_content_type()=='message/delivery-status'][0]\n\
               blocks=ds.get_payload()\nprint([(b.get('Final-Recipient'),b.get('Status'),b.get('Remote-MTA'),b.get('Action')) for b in blocks])";
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", py])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(b[0].as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_with_stdin(Command::new("/usr/bin/python3").args(["-c", py]), b[0].as_bytes());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), b[0]);
     assert!(
@@ -238,18 +227,7 @@ fn dkim_signatures_verify_with_dkimpy() {
               res=[d.verify(idx=i, dnsfunc=dns) for i in range(n)]\nprint(res)\nsys.exit(0 if all(res) else 1)";
     let json = serde_json::to_string(&records.iter().cloned().collect::<std::collections::HashMap<_, _>>()).unwrap();
     // The receiver added its own Received and Return-Path lines above the signatures; dkimpy ignores unsigned headers.
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", py, &json])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(m[0].as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_with_stdin(Command::new("/usr/bin/python3").args(["-c", py, &json]), m[0].as_bytes());
     assert!(out.status.success(), "dkimpy: {} {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), m[0]);
     assert!(m[0].contains("a=ed25519-sha256") && m[0].contains("a=rsa-sha256"), "{}", m[0]);
 }

@@ -296,10 +296,6 @@ async fn spf(resolver: &Resolver, domain: &str, hostname: &str, addrs: &[(String
     }
 }
 
-fn tag<'a>(record: &'a str, name: &str) -> Option<&'a str> {
-    record.split(';').filter_map(|t| t.split_once('=')).find(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
-}
-
 async fn dmarc(resolver: &Resolver, domain: &str, f: &mut Findings) {
     let name = format!("_dmarc.{domain}");
     let rec = match resolver.txt(&name).await {
@@ -314,7 +310,7 @@ async fn dmarc(resolver: &Resolver, domain: &str, f: &mut Findings) {
         f.add("dmarc", Level::Error, name, "no DMARC record: receivers cannot tell forged From: addresses of this domain");
         return;
     };
-    match tag(&rec, "p").map(str::to_ascii_lowercase).as_deref() {
+    match mx6_auth::record_tag(&rec, "p").map(str::to_ascii_lowercase).as_deref() {
         Some("reject") | Some("quarantine") => f.add("dmarc", Level::Ok, name, rec.clone()),
         Some("none") => f.add("dmarc", Level::Warning, name, format!("{rec} (p=none: monitoring only, forged mail is not refused)")),
         _ => f.add("dmarc", Level::Error, name, format!("{rec} (no valid p= tag)")),
@@ -369,11 +365,10 @@ async fn read_reply<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<(u16, 
         if n == 0 {
             return Err("connection closed".into());
         }
-        let line = line.trim_end().to_string();
-        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).ok_or_else(|| format!("not an SMTP reply: {line:?}"))?;
-        let last = line.as_bytes().get(3) != Some(&b'-');
-        lines.push(line.get(4..).unwrap_or("").to_string());
-        if last {
+        let line = line.trim_end();
+        let (code, more, text) = mx6_smtp::client::parse_line(line).ok_or_else(|| format!("not an SMTP reply: {line:?}"))?;
+        lines.push(text);
+        if !more {
             return Ok((code, lines));
         }
         if lines.len() > 100 {

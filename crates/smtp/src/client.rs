@@ -489,7 +489,7 @@ fn b64(b: &[u8]) -> String {
 }
 
 /// `250-text` / `250 text` / `250`: (code, more lines follow, text).
-fn parse_line(line: &str) -> Option<(u16, bool, String)> {
+pub fn parse_line(line: &str) -> Option<(u16, bool, String)> {
     let code: u16 = line.get(..3)?.parse().ok()?;
     if !(200..600).contains(&code) {
         return None;

@@ -150,20 +150,7 @@ attempts = 1
 
     /// `mx6 user ARGS` against this server's config, `stdin` as the password.
     pub fn user(&self, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write as _;
-        let mut child = Command::new(mx6_bin())
-            .arg("user")
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Commands that do not read stdin may exit before the write: EPIPE is fine.
-        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-        child.wait_with_output().unwrap()
+        run_with_stdin(Command::new(mx6_bin()).arg("user").args(args).arg("--config").arg(&self.config), stdin.as_bytes())
     }
 
     /// GET a path on the metrics endpoint: (status line, body).
@@ -338,6 +325,14 @@ impl Raw {
         let mut b = [0u8; 1];
         matches!(self.r.read(&mut b), Ok(0))
     }
+}
+
+/// Run `cmd` with `input` on its stdin; stdout and stderr are captured.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    // A command that exits before reading all of stdin is not an error here.
+    let _ = child.stdin.take().expect("stdin").write_all(input);
+    child.wait_with_output().expect("wait")
 }
 
 pub fn v6(port: u16) -> SocketAddr {

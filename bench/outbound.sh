@@ -18,7 +18,7 @@
 # Needs root and Debian's postfix (smtp-source, smtp-sink); installs it if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/postfix-master.sh
+. bench/postfix-instance.sh
 MESSAGES=${MESSAGES:-5000}
 SESSIONS=${SESSIONS:-20}
 SIZE=${SIZE:-4096}
@@ -55,26 +55,13 @@ wait_port "$SINK_PORT"
 
 # ---- Postfix: relays everything to the sink ------------------------------
 PF=$WORK/postfix
-mkdir -p "$PF/queue" "$PF/data"; chown postfix "$PF/data"
-cat > "$PF/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-mail_owner = postfix
-inet_interfaces = 127.0.0.1
+postfix_instance "$PF" "127.0.0.1:$PF_PORT" "$WORK"
+cat >> "$PF/main.cf" <<CF
 inet_protocols = all
-myhostname = pf.bench.test
-mydestination =
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject
 relayhost = [127.0.0.1]:$SINK_PORT
 smtp_host_lookup = native
 smtp_tls_security_level = none
-maillog_file = $PF/maillog
-maillog_file_prefixes = $WORK
-default_process_limit = 200
 CF
-postfix_master "$PF" "127.0.0.1:$PF_PORT"
 postfix -c "$PF" check >/dev/null 2>&1 || { echo "postfix check failed; run: script -qc \"postfix -c $PF check\" /dev/null"; exit 1; }
 postfix -c "$PF" start >/dev/null 2>&1
 wait_port "$PF_PORT"

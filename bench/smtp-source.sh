@@ -11,7 +11,7 @@
 # installs when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/postfix-master.sh
+. bench/postfix-instance.sh
 MESSAGES=${MESSAGES:-20000}
 SESSIONS=${SESSIONS:-20}
 SIZE=${SIZE:-4096}
@@ -54,27 +54,14 @@ TOML
 # ---- Postfix (stock, discard transport) ----------------------------------
 PF=$WORK/postfix
 mkdir -p "$PF"
-cat > "$PF/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-mail_owner = postfix
-inet_interfaces = 127.0.0.1
+postfix_instance "$PF" "127.0.0.1:$PF_PORT" "$WORK"
+cat >> "$PF/main.cf" <<CF
 inet_protocols = ipv4
-myhostname = pf.bench.test
-mydestination =
-mynetworks = 127.0.0.0/8
 relay_domains = bench.test
 default_transport = discard
 relay_transport = discard
 local_transport = discard
-smtpd_recipient_restrictions = permit_mynetworks, reject
-maillog_file = $PF/maillog
-maillog_file_prefixes = $WORK
-default_process_limit = 200
 CF
-postfix_master "$PF" "127.0.0.1:$PF_PORT"
-mkdir -p "$PF/queue" "$PF/data"; chown postfix "$PF/data"
 postfix -c "$PF" check >/dev/null 2>&1 || { echo "postfix check failed; run: script -qc \"postfix -c $PF check\" /dev/null"; exit 1; }
 postfix -c "$PF" start >/dev/null 2>&1
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PF_PORT) 2>/dev/null && break; sleep 0.1; done

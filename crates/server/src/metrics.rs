@@ -92,6 +92,13 @@ impl Metrics {
         self.rejections.with_label_values(&[family, stage, reason]).inc();
     }
 
+    /// One recipient's delivery outcome (`delivered`, `deferred`, `bounced`),
+    /// `age` seconds after arrival.
+    pub fn delivery(&self, family: &str, result: &str, age: f64) {
+        self.delivery_attempts.with_label_values(&[family, result]).inc();
+        self.delivery_duration.with_label_values(&[family, result]).observe(age);
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -156,8 +156,7 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
                 RcptResult::Deferred(_) if expired => ("expired", "bounced"),
                 RcptResult::Deferred(_) => ("deferred", "deferred"),
             };
-            m.delivery_attempts.with_label_values(&[family, result]).inc();
-            m.delivery_duration.with_label_values(&[family, result]).observe(age);
+            m.delivery(family, result, age);
             tracing::info!(
                 queue_id = %job.msg.id,
                 from = %format!("<{}>", job.msg.from),

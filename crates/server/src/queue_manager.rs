@@ -183,8 +183,7 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             match r {
                 Ok(outcome) => {
                     job.done[i] = true;
-                    m.delivery_attempts.with_label_values(&[family, "delivered"]).inc();
-                    m.delivery_duration.with_label_values(&[family, "delivered"]).observe(age);
+                    m.delivery(family, "delivered", age);
                     entries.push(DoneEntry { id: job.msg.id.clone(), rcpt: i, status: DoneStatus::Delivered, release: None });
                     let (path, note) = match &outcome {
                         maildir::Outcome::Delivered(p) => (p, "delivered to maildir"),
@@ -206,8 +205,7 @@ async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                     // Past queue.max_age the recipient bounces instead (RFC 5321 §4.5.4.1).
                     let expired = ctx.schedule.expired(mx6_queue::id::age(&job.msg.id));
                     let (status, result) = if expired { ("expired", "bounced") } else { ("deferred", "deferred") };
-                    m.delivery_attempts.with_label_values(&[family, result]).inc();
-                    m.delivery_duration.with_label_values(&[family, result]).observe(age);
+                    m.delivery(family, result, age);
                     tracing::warn!(
                         queue_id = %job.msg.id,
                         from = %format!("<{}>", job.msg.from),

@@ -98,29 +98,8 @@ fn plain_smtp() -> u16 {
     port
 }
 
-/// Documentation addresses on `lo` for MX hosts without (or with a wrong)
-/// PTR: hickory answers every loopback reverse lookup with "localhost" itself
-/// (RFC 6761), so those cases need other addresses. Nothing listens on them;
-/// a connection is refused at once.
-struct LoAddresses(&'static [&'static str]);
-
-impl LoAddresses {
-    fn add(addrs: &'static [&'static str]) -> LoAddresses {
-        for a in addrs {
-            let _ = Command::new("ip").args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo"]).output();
-        }
-        LoAddresses(addrs)
-    }
-}
-
-impl Drop for LoAddresses {
-    fn drop(&mut self) {
-        for a in self.0 {
-            let _ = Command::new("ip").args(["-6", "addr", "del", &format!("{a}/128"), "dev", "lo"]).output();
-        }
-    }
-}
-
+// hickory answers every loopback reverse lookup with "localhost" itself
+// (RFC 6761), so the cases without (or with a wrong) PTR use addresses on `lo`.
 #[test]
 fn audit_findings_and_exit_codes() {
     let _lo = LoAddresses::add(&["2001:db8:ffff::25", "2001:db8:ffff::26"]);

@@ -128,17 +128,7 @@ fn hanging_listener(addr: SocketAddr) -> (socket2::Socket, Vec<std::net::TcpStre
 #[test]
 fn happy_eyeballs_uses_ipv4_when_ipv6_hangs() {
     let a = "2001:db8:ffff::30";
-    let added =
-        Command::new("ip").args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo"]).status().map(|s| s.success()).unwrap_or(false);
-    struct Del(&'static str, bool);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            if self.1 {
-                let _ = Command::new("ip").args(["-6", "addr", "del", &format!("{}/128", self.0), "dev", "lo"]).status();
-            }
-        }
-    }
-    let _del = Del(a, added);
+    let _lo = LoAddresses::add(&["2001:db8:ffff::30"]);
     let r = receiver("out-recv-he", "");
     let _hang = hanging_listener(SocketAddr::new(a.parse().unwrap(), r.port));
     let s = sender("out-send-he", r.port, "");
@@ -237,20 +227,7 @@ fn dkim_signatures_verify_with_dkimpy() {
 #[test]
 fn no_ptr_refusal_over_ipv6_falls_back_to_ipv4() {
     let a = "2001:db8:ffff::40";
-    let added = Command::new("ip")
-        .args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    struct Del(&'static str, bool);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            if self.1 {
-                let _ = Command::new("ip").args(["-6", "addr", "del", &format!("{}/128", self.0), "dev", "lo"]).status();
-            }
-        }
-    }
-    let _del = Del(a, added);
+    let _lo = LoAddresses::add(&["2001:db8:ffff::40"]);
     let r = receiver("out-recv-ptr", "");
     let s = sender("out-send-ptr", r.port, &format!("bind_ipv6 = \"{a}\"\n"));
     send(&s, "a@src.test", "p@dest.test");

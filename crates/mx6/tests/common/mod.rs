@@ -327,6 +327,29 @@ impl Raw {
     }
 }
 
+/// IPv6 documentation addresses added to `lo` for one test (needs root), and
+/// removed when dropped. Used where ::1 will not do: hickory answers loopback
+/// reverse lookups itself, and some tests need a second local IPv6 address.
+pub struct LoAddresses(&'static [&'static str]);
+
+impl LoAddresses {
+    pub fn add(addrs: &'static [&'static str]) -> LoAddresses {
+        for a in addrs {
+            // nodad: usable at once as a source address.
+            let _ = Command::new("ip").args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"]).output();
+        }
+        LoAddresses(addrs)
+    }
+}
+
+impl Drop for LoAddresses {
+    fn drop(&mut self) {
+        for a in self.0 {
+            let _ = Command::new("ip").args(["-6", "addr", "del", &format!("{a}/128"), "dev", "lo"]).output();
+        }
+    }
+}
+
 /// Run `cmd` with `input` on its stdin; stdout and stderr are captured.
 pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");

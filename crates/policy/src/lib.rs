@@ -5,13 +5,19 @@
 //! - [`prefix`]: address family and prefix keys;
 //! - [`recipient`]: where a recipient goes (local, relay) or why it is refused;
 //! - [`inbound`]: reverse DNS, SPF, DKIM, DMARC and DNSBL decisions per stage;
-//! - [`dnsbl`]: DNS blocklist and allowlist scoring.
+//! - [`dnsbl`]: DNS blocklist and allowlist scoring;
+//! - [`greylist`]: triplets, sender normalisation, the greylist state machine;
+//! - [`ratelimit`]: rate-limit rules, scopes and escalation;
+//! - [`reputation`]: decaying prefix scores.
 #![forbid(unsafe_code)]
 
 pub mod dnsbl;
+pub mod greylist;
 pub mod inbound;
 pub mod prefix;
+pub mod ratelimit;
 pub mod recipient;
+pub mod reputation;
 
 pub use prefix::Family;
 pub use recipient::{decide_recipient, normalize_domain, LocalUsers, RecipientVerdict, Route, Routing};

@@ -59,6 +59,12 @@ enum Cmd {
         #[command(subcommand)]
         command: QueueCmd,
     },
+    /// Greylist, rate-limit and reputation state of a prefix, on the running
+    /// server or in the configured store.
+    State {
+        #[command(subcommand)]
+        command: StateCmd,
+    },
     /// DKIM keys.
     Dkim {
         #[command(subcommand)]
@@ -144,6 +150,19 @@ enum QueueCmd {
 }
 
 #[derive(Subcommand)]
+enum StateCmd {
+    /// What is recorded: an address (every prefix level it belongs to), a
+    /// prefix (2001:db8:1::/48), or a greylist identity (spf:example.org).
+    Show {
+        prefix: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget it: reputation, counters, escalation, greylist triplets.
+    Clear { prefix: String },
+}
+
+#[derive(Subcommand)]
 enum DkimCmd {
     /// Generate a signing key into data_dir/dkim/<domain>.<selector>.key and
     /// print the DNS TXT record to publish.
@@ -169,6 +188,60 @@ enum ConfigCmd {
     Check,
 }
 
+/// `mx6 state`: through the control socket of a running server, else on the
+/// configured store (the embedded snapshot file, or Redis).
+fn state_command(cfg: &Config, cmd: &StateCmd) -> anyhow::Result<()> {
+    use mx6_server::control::{request, Request, Response};
+    let (op, arg) = match cmd {
+        StateCmd::Show { prefix, .. } => ("state_show", prefix),
+        StateCmd::Clear { prefix } => ("state_clear", prefix),
+    };
+    let parts = mx6_server::state::parts(cfg, arg);
+    let resp = match request(&cfg.data_dir, &Request { op: op.into(), id: None, parts: parts.clone() }) {
+        Some(r) => r.map_err(|e| anyhow::anyhow!("control socket: {e}"))?,
+        None => {
+            let Some(rt) = runtime() else { anyhow::bail!("cannot start a runtime") };
+            rt.block_on(async {
+                use mx6_store::StateStore;
+                let store = mx6_server::state::open_store(cfg)?;
+                let mut resp = Response { ok: true, ..Default::default() };
+                for p in &parts {
+                    if op == "state_clear" {
+                        resp.affected += store.clear(p).await? as usize;
+                    } else {
+                        let hl = cfg.reputation.half_life.as_millis() as u64;
+                        resp.state.push((p.clone(), store.show(p, mx6_store::now_ms(), hl).await?));
+                    }
+                }
+                if let mx6_store::Store::Embedded(e) = &store {
+                    e.save()?;
+                }
+                Ok::<_, mx6_store::StoreError>(resp)
+            })?
+        }
+    };
+    if !resp.ok {
+        anyhow::bail!("{}", resp.error);
+    }
+    match cmd {
+        StateCmd::Show { json: true, .. } => println!("{}", serde_json::to_string_pretty(&resp.state)?),
+        StateCmd::Show { .. } => {
+            for (part, entries) in &resp.state {
+                println!("{part}");
+                if entries.is_empty() {
+                    println!("  nothing recorded");
+                }
+                for e in entries {
+                    let exp = e.expires_in_ms.map(|ms| format!("  (expires in {}s)", ms.div_ceil(1000))).unwrap_or_default();
+                    println!("  {}  {}{exp}", e.key, e.value);
+                }
+            }
+        }
+        StateCmd::Clear { .. } => println!("cleared {} entries for {}", resp.affected, parts.join(", ")),
+    }
+    Ok(())
+}
+
 /// `mx6 queue`: through the control socket of a running server, else on the
 /// spool of the stopped one.
 fn queue_command(cfg: &Config, cmd: &QueueCmd) -> anyhow::Result<()> {
@@ -185,7 +258,7 @@ fn queue_command(cfg: &Config, cmd: &QueueCmd) -> anyhow::Result<()> {
     let json = matches!(cmd, QueueCmd::List { json: true } | QueueCmd::Show { json: true, .. });
     let spool_dir = cfg.data_dir.join("spool");
     let (messages, headers, affected): (Vec<Listed>, String, usize) =
-        match request(&cfg.data_dir, &Request { op: op.into(), id: id.clone() }) {
+        match request(&cfg.data_dir, &Request { op: op.into(), id: id.clone(), parts: Vec::new() }) {
             Some(Ok(r)) if r.ok => (r.messages, r.headers, r.affected),
             Some(Ok(r)) => anyhow::bail!("{}", r.error),
             Some(Err(e)) => anyhow::bail!("control socket: {e}"),
@@ -505,6 +578,10 @@ fn main() -> ExitCode {
         Cmd::Queue { command } => {
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
             exit_status(queue_command(&cfg, command))
+        }
+        Cmd::State { command } => {
+            let Some(cfg) = load(&cli) else { return ExitCode::from(1) };
+            exit_status(state_command(&cfg, command))
         }
         Cmd::Dkim { command: DkimCmd::Keygen { domain, selector, algorithm } } => {
             let Some(cfg) = load(&cli) else { return ExitCode::from(1) };

@@ -2,7 +2,7 @@
 //! user only) through which `mx6 queue` acts on a running server. One JSON
 //! request per line, one JSON answer per line:
 //! `{"op":"list"}`, `{"op":"show","id":"…"}`, `{"op":"hold"|"release"|"delete","id":"…"}`,
-//! `{"op":"flush"}`.
+//! `{"op":"flush"}`; for `mx6 state`: `{"op":"state_show"|"state_clear","parts":["2001:db8:1:2::/64",…]}`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +18,9 @@ pub struct Request {
     pub op: String,
     #[serde(default)]
     pub id: Option<String>,
+    /// `state_*`: prefixes or identities.
+    #[serde(default)]
+    pub parts: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -32,13 +35,17 @@ pub struct Response {
     pub headers: String,
     #[serde(default)]
     pub affected: usize,
+    /// `state_show`: entries per part, in the order asked.
+    #[serde(default)]
+    pub state: Vec<(String, Vec<mx6_store::Shown>)>,
 }
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-pub async fn serve(path: PathBuf, queue: QueueManager, spool: mx6_queue::SpoolHandle, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(path: PathBuf, queue: QueueManager, shared: Arc<crate::Shared>) {
+    let mut shutdown = shared.shutdown.clone();
     let _ = std::fs::remove_file(&path);
     let l = match tokio::net::UnixListener::bind(&path) {
         Ok(l) => l,
@@ -51,11 +58,11 @@ pub async fn serve(path: PathBuf, queue: QueueManager, spool: mx6_queue::SpoolHa
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
-    let spool = Arc::new(spool);
+    let spool = Arc::new(shared.spool.clone());
     loop {
         tokio::select! {
             a = l.accept() => if let Ok((s, _)) = a {
-                let (q, sp) = (queue.clone(), spool.clone());
+                let (q, sp, sh) = (queue.clone(), spool.clone(), shared.clone());
                 tokio::spawn(async move {
                     let (r, mut w) = s.into_split();
                     let mut line = String::new();
@@ -63,6 +70,7 @@ pub async fn serve(path: PathBuf, queue: QueueManager, spool: mx6_queue::SpoolHa
                         return;
                     }
                     let resp = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) if req.op.starts_with("state_") => state(&sh, req).await,
                         Ok(req) => handle(&q, &sp, req).await,
                         Err(e) => Response { error: format!("bad request: {e}"), ..Default::default() },
                     };
@@ -109,6 +117,24 @@ async fn handle(q: &QueueManager, spool: &mx6_queue::SpoolHandle, req: Request) 
         }
         other => Response { error: format!("unknown operation {other}"), ..Default::default() },
     }
+}
+
+/// `mx6 state show|clear` on the running server's store.
+async fn state(shared: &crate::Shared, req: Request) -> Response {
+    let now = mx6_store::now_ms();
+    let hl = shared.reputation.half_life();
+    let mut resp = Response { ok: true, ..Default::default() };
+    for part in req.parts {
+        let r = if req.op == "state_clear" {
+            shared.state.clear(&part).await.map(|n| resp.affected += n as usize)
+        } else {
+            shared.state.show(&part, now, hl).await.map(|v| resp.state.push((part.clone(), v)))
+        };
+        if let Err(e) = r {
+            return Response { error: e.to_string(), ..Default::default() };
+        }
+    }
+    resp
 }
 
 /// The header section of a message, as text.

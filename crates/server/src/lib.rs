@@ -16,25 +16,31 @@
 //! - [`policyd`]: `mx6 policyd`, the Postfix policy delegation server;
 //! - [`privileges`]: dropping root after binding;
 //! - [`users`]: the users file (mailboxes, AUTH passwords, allowed senders);
-//! - [`auth_throttle`]: failed AUTH attempts per client prefix.
+//! - [`state`]: the greylist/counter/reputation store and its failure mode;
+//! - [`greylisting`], [`rate_limits`], [`reputation`]: the prefix-aware abuse defenses;
+//! - [`pregreet`]: the early-talker test.
 #![forbid(unsafe_code)]
 
 pub mod admin_http;
-pub mod auth_throttle;
 pub mod check;
 pub mod config;
 pub mod control;
 pub mod firewall;
+pub mod greylisting;
 pub mod inbound;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
 pub mod policyd;
+pub mod pregreet;
 pub mod privileges;
 pub mod proxy;
 pub mod queue_manager;
 pub mod queue_registry;
+pub mod rate_limits;
+pub mod reputation;
 pub mod session_driver;
+pub mod state;
 pub mod tls;
 pub mod users;
 
@@ -53,7 +59,10 @@ pub struct Shared {
     pub routing: Routing,
     pub users: users::UserDb,
     pub metrics: Arc<metrics::Metrics>,
-    pub auth_throttle: auth_throttle::AuthThrottle,
+    pub state: Arc<state::State>,
+    pub limits: rate_limits::RateLimits,
+    pub greylisting: greylisting::Greylisting,
+    pub reputation: reputation::Reputation,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub spool: mx6_queue::SpoolHandle,
     pub queue: QueueManager,
@@ -87,6 +96,8 @@ pub enum ServeError {
     Dkim(#[from] mx6_auth::sign::SignError),
     #[error("DNS resolver: {0}")]
     Dns(#[from] mx6_dns::Error),
+    #[error("state store: {0}")]
+    Store(#[from] mx6_store::StoreError),
     #[error("listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
 }
@@ -130,6 +141,12 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
     }
     let metrics = Arc::new(metrics::Metrics::new());
+    let state = Arc::new(state::State::open(&cfg, metrics.clone())?);
+    let greylisting = greylisting::Greylisting::new(&cfg);
+    let rules = cfg.ratelimit_rules();
+    let escalation = cfg.escalation();
+    let reputation = reputation::Reputation::new(&cfg, state::levels(&cfg));
+    tracing::info!(backend = state.backend(), greylist = cfg.greylist.enabled, rules = rules.len(), "abuse-defense state ready");
     let queue = QueueManager::start(
         &cfg,
         spool.clone(),
@@ -154,7 +171,10 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         routing,
         users,
         metrics: metrics.clone(),
-        auth_throttle: auth_throttle::AuthThrottle::new(cfg.submission.auth_failures, cfg.submission.auth_failure_window),
+        state: state.clone(),
+        limits: rate_limits::RateLimits::new(rules, escalation, cfg.reputation.bad_limit_factor, metrics.clone()),
+        greylisting,
+        reputation,
         tls,
         spool,
         queue: queue.clone(),
@@ -168,12 +188,8 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     if let Some(l) = admin {
         tasks.push(tokio::spawn(admin_http::serve(l, metrics.clone(), shared.shutdown.clone())));
     }
-    tasks.push(tokio::spawn(control::serve(
-        control::socket_path(&cfg.data_dir),
-        queue.clone(),
-        shared.spool.clone(),
-        shared.shutdown.clone(),
-    )));
+    tasks.push(tokio::spawn(control::serve(control::socket_path(&cfg.data_dir), queue.clone(), shared.clone())));
+    tasks.push(tokio::spawn(state.clone().saver(Duration::from_secs(10), shared.shutdown.clone())));
     for (sock, l) in bound {
         tasks.push(tokio::spawn(listener::serve(sock, l, shared.clone())));
     }
@@ -188,6 +204,8 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     let all = cfg.limits.sessions as u32;
     let _ = tokio::time::timeout(Duration::from_secs(30), shared.sessions.acquire_many(all)).await;
     queue.drain(Duration::from_secs(30)).await;
+    let st = shared.state.clone();
+    let _ = tokio::task::spawn_blocking(move || st.save()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub rejections: IntCounterVec,
     pub greylist: IntCounterVec,
     pub ratelimit_hits: IntCounterVec,
+    pub store_failures: IntCounterVec,
     pub queue_messages: IntGaugeVec,
     pub delivery_attempts: IntCounterVec,
     pub delivery_duration: HistogramVec,
@@ -50,6 +51,12 @@ impl Metrics {
         let rejections = counter(&r, "mx6_rejections_total", "Refusals by stage and reason.", &["family", "stage", "reason"]);
         let greylist = counter(&r, "mx6_greylist_total", "Greylisting decisions.", &["family", "result"]);
         let ratelimit_hits = counter(&r, "mx6_ratelimit_hits_total", "Rate limit hits.", &["family", "limit", "prefix_len"]);
+        let store_failures = counter(
+            &r,
+            "mx6_store_failures_total",
+            "State store (greylist, counters, reputation) operations that failed, by backend and on_failure mode.",
+            &["backend", "mode"],
+        );
         let queue_messages = gauge(&r, "mx6_queue_messages", "Messages in the queue by state.", &["state"]);
         let delivery_attempts =
             counter(&r, "mx6_delivery_attempts_total", "Delivery attempts per recipient by result.", &["family", "result"]);
@@ -82,6 +89,7 @@ impl Metrics {
             rejections,
             greylist,
             ratelimit_hits,
+            store_failures,
             queue_messages,
             delivery_attempts,
             delivery_duration,

@@ -20,7 +20,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use mx6_policy::inbound::{Client, Verdict};
+use mx6_policy::inbound::{AuthResult, Client, Verdict};
+use mx6_policy::ratelimit::Kind;
+use mx6_policy::reputation::{Event as RepEvent, Standing as RepStanding};
+
+use crate::greylisting::Presented;
+use crate::pregreet::Pregreet;
+use crate::rate_limits::{Asker, Stop};
 
 use crate::config::{ListenerConfig, ListenerKind};
 use crate::inbound::{self, ClientCheck, Transaction};
@@ -39,14 +45,14 @@ pub enum Conn {
 }
 
 impl Conn {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    pub(crate) async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Conn::Plain(s) => s.read(buf).await,
             Conn::Tls(s) => s.read(buf).await,
             Conn::Gone => Ok(0),
         }
     }
-    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
         match self {
             Conn::Plain(s) => s.write_all(b).await,
             Conn::Tls(s) => {
@@ -83,6 +89,13 @@ struct Ctx {
     client_check: ClientCheck,
     /// SPF of the transaction in progress, when the inbound checks apply.
     txn: Option<Transaction>,
+    /// A submission listener (AUTH required).
+    submission: bool,
+    /// The client as rate limits see it.
+    asker: Asker,
+    /// Reputation is kept for this client (port 25, outside mynetworks).
+    tracked: bool,
+    reputation: RepStanding,
 }
 
 impl Ctx {
@@ -91,6 +104,46 @@ impl Ctx {
     fn rejected(&self, shared: &Shared, stage: &'static str, reason: &'static str, detail: std::fmt::Arguments<'_>) {
         shared.metrics.reject(self.family.as_str(), stage, reason);
         tracing::info!(session = %self.id, client = %self.client, family = self.family.as_str(), stage, reason, "reject: {detail}");
+    }
+
+    async fn record(&self, shared: &Shared, ev: RepEvent) {
+        if self.tracked {
+            shared.reputation.record(&shared.state, self.client, ev).await;
+        }
+    }
+
+    /// A rate limit or a state failure stopped this step: log, count, hold a
+    /// tarpitted client, and give the reply (`limited` makes it from the prefix).
+    async fn stopped(&self, shared: &Shared, stage: &'static str, stop: Stop, limited: impl Fn(&str) -> reply::Reply) -> reply::Reply {
+        match stop {
+            Stop::Limited(hit) => {
+                let r = limited(&hit.prefix.to_string());
+                self.rejected(
+                    shared,
+                    stage,
+                    "rate_limited",
+                    format_args!("{} limit={} prefix={} count={} max={}", r.text(), hit.limit, hit.prefix, hit.count, hit.max),
+                );
+                self.record(shared, RepEvent::RateLimited).await;
+                if !hit.tarpit.is_zero() {
+                    tokio::time::sleep(hit.tarpit).await;
+                }
+                r
+            }
+            Stop::Unavailable => {
+                self.rejected(
+                    shared,
+                    stage,
+                    "state_unavailable",
+                    format_args!("the state store did not answer (store.on_failure = \"tempfail\")"),
+                );
+                if stage == "connect" {
+                    reply::state_unavailable_connect(&shared.cfg.hostname)
+                } else {
+                    reply::state_unavailable()
+                }
+            }
+        }
     }
 }
 
@@ -118,8 +171,18 @@ pub async fn run(conn: Conn, client: SocketAddr, listener: &ListenerConfig, shar
         mynetworks,
         client_check,
         txn: None,
+        submission,
+        asker: Asker { ip, standing: mx6_policy::ratelimit::Standing { mynetworks, authenticated: submission }, bad: false },
+        tracked: !submission && !mynetworks,
+        reputation: RepStanding::Neutral,
     };
     tracing::info!(session = %ctx.id, client = %ip, family = family.as_str(), listener = %ctx.listener, kind = listener.kind.as_str(), "connect");
+    let mut conn = conn;
+    let Some((_guard, early)) = admit(&mut ctx, &shared, &mut conn, listener).await else {
+        conn.shutdown().await;
+        tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), messages = 0, "disconnect: refused at connect");
+        return;
+    };
     let cfg = &shared.cfg;
     let scfg = SessionConfig {
         hostname: cfg.hostname.clone(),
@@ -134,7 +197,9 @@ pub async fn run(conn: Conn, client: SocketAddr, listener: &ListenerConfig, shar
         timeouts: Timeouts { command: cfg.limits.command_timeout, data_block: cfg.limits.data_timeout },
     };
     let mut session = Session::new(scfg, Instant::now());
-    let mut conn = conn;
+    if !early.is_empty() {
+        session.receive(&early, Instant::now());
+    }
     let mut out: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; MIN_BUF];
     let mut shutdown = shared.shutdown.clone();
@@ -241,6 +306,10 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
             Answer::Accept
         }
         Ask::Auth { mechanism, username, password, .. } => authenticate(ctx, shared, mechanism, username, password).await,
+        Ask::StartTls => match shared.limits.count(&shared.state, Kind::TlsSessions, &ctx.asker).await {
+            Ok(()) => Answer::Accept,
+            Err(stop) => Answer::Reject(ctx.stopped(shared, "helo", stop, reply::tls_rate_limited).await),
+        },
         Ask::Mail { from, auth, .. } => {
             ctx.routes.clear();
             // The null sender is allowed: an MTA that relays through us (a
@@ -252,6 +321,9 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
                 }
             }
             ctx.txn = None;
+            if let Err(stop) = shared.limits.count(&shared.state, Kind::Messages, &ctx.asker).await {
+                return Answer::Reject(ctx.stopped(shared, "mail", stop, reply::rate_limited).await);
+            }
             let sender = from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
             let Some(facts) = ctx.client_check.get().await.cloned() else { return Answer::Accept };
             let domain = from.mailbox.as_ref().map(|m| m.domain.to_string());
@@ -267,6 +339,7 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
                         reason,
                         format_args!("{} from=<{sender}> iprev={} spf={spf}", reply.text(), facts.iprev.as_str()),
                     );
+                    ctx.record(shared, RepEvent::Refused).await;
                     Answer::Reject(reply)
                 }
                 _ => {
@@ -277,11 +350,20 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
         }
         Ask::Rcpt { to, from } => match decide_recipient(&shared.routing, &shared.users.get().local, ctx.client, ctx.auth.is_some(), &to) {
             RecipientVerdict::Accept(route) => {
+                if let Err(stop) = shared.limits.count(&shared.state, Kind::Recipients, &ctx.asker).await {
+                    return Answer::Reject(ctx.stopped(shared, "rcpt", stop, reply::rate_limited).await);
+                }
+                if let Some(r) = greylist(ctx, shared, &to.to_string(), &from).await {
+                    return Answer::Reject(r);
+                }
                 ctx.routes.push(route);
                 Answer::Accept
             }
             RecipientVerdict::Reject { reason, reply } => {
                 ctx.rejected(shared, "rcpt", reason, format_args!("{} from={from} to=<{to}>", reply.text()));
+                if matches!(reason, "relay_denied" | "unknown_user") {
+                    ctx.record(shared, RepEvent::Refused).await;
+                }
                 Answer::Reject(reply)
             }
         },
@@ -293,20 +375,133 @@ async fn answer(ctx: &mut Ctx, shared: &Arc<Shared>, ask: Ask, messages: &mut u3
             let r = store(ctx, shared, env, checked).await;
             if matches!(r, Answer::Queued(_)) {
                 *messages += 1;
+                ctx.record(shared, RepEvent::Accepted).await;
             }
             r
         }
     }
 }
 
+/// Before the greeting: escalation, connection limits (and, on an
+/// implicit-TLS listener, the TLS session rate), then the early-talker test.
+/// `None` when the client was refused (the reply is written); otherwise the
+/// connection counts to hold for the session and any bytes an early talker
+/// sent that the session should read (`pregreet.action = "log"`).
+async fn admit(
+    ctx: &mut Ctx,
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    listener: &ListenerConfig,
+) -> Option<(crate::rate_limits::ConnGuard, Vec<u8>)> {
+    let refuse = |r: reply::Reply| r.to_bytes();
+    if ctx.tracked {
+        let (standing, _) = shared.reputation.standing(&shared.state, ctx.client).await;
+        ctx.reputation = standing;
+        ctx.asker.bad = standing == RepStanding::Bad;
+    }
+    let hostname = shared.cfg.hostname.clone();
+    let guard = match shared.limits.connect(&shared.state, &ctx.asker).await {
+        Ok(g) => g,
+        Err(stop) => {
+            let r = ctx.stopped(shared, "connect", stop, |p| reply::rate_limited_connect(&hostname, p)).await;
+            let _ = conn.write_all(&refuse(r)).await;
+            return None;
+        }
+    };
+    if matches!(conn, Conn::Tls(_)) {
+        if let Err(stop) = shared.limits.count(&shared.state, Kind::TlsSessions, &ctx.asker).await {
+            let r = ctx.stopped(shared, "connect", stop, |p| reply::rate_limited_connect(&hostname, p)).await;
+            let _ = conn.write_all(&refuse(r)).await;
+            return None;
+        }
+    }
+    let p = &shared.cfg.pregreet;
+    if p.wait.is_zero() || listener.kind != ListenerKind::Smtp || ctx.mynetworks {
+        return Some((guard, Vec::new()));
+    }
+    match crate::pregreet::listen(conn, &hostname, p.wait).await {
+        Pregreet::Quiet => Some((guard, Vec::new())),
+        Pregreet::Gone => None,
+        Pregreet::Talked(bytes) => {
+            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).escape_debug().to_string();
+            ctx.record(shared, RepEvent::EarlyTalker).await;
+            if p.action == crate::config::PregreetAction::Refuse {
+                ctx.rejected(shared, "connect", "early_talker", format_args!("spoke before the greeting ended: \"{shown}\""));
+                let _ = conn.write_all(&refuse(reply::early_talker())).await;
+                return None;
+            }
+            shared.metrics.reject(ctx.family.as_str(), "connect", "early_talker");
+            tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), "early talker (logged only): \"{shown}\"");
+            Some((guard, bytes))
+        }
+    }
+}
+
+/// Greylisting at RCPT for port-25 strangers; `Some(reply)` refuses.
+async fn greylist(ctx: &mut Ctx, shared: &Arc<Shared>, rcpt: &str, from: &mx6_smtp::address::Path) -> Option<reply::Reply> {
+    if !shared.greylisting.enabled || ctx.mynetworks || ctx.auth.is_some() || ctx.submission {
+        return None;
+    }
+    let fam = ctx.family.as_str();
+    let sender = from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let domain = from.mailbox.as_ref().map(|m| m.domain.to_string());
+    let client = Client { ip: ctx.client, authenticated: false, mynetworks: false, sender_domain: domain.as_deref() };
+    let facts = ctx.client_check.get().await.cloned();
+    let exempt = if shared.inbound.policy.exempt(&client) {
+        Some("allowlist")
+    } else if facts.as_ref().is_some_and(|f| f.dnsbl.allowlisted) {
+        Some("dnswl")
+    } else if ctx.reputation == RepStanding::Good {
+        Some("reputation")
+    } else {
+        None
+    };
+    if let Some(why) = exempt {
+        shared.metrics.greylist.with_label_values(&[fam, "allowlisted"]).inc();
+        tracing::info!(session = %ctx.id, client = %ctx.client, family = fam, result = "allowlisted", why, from = %format!("<{sender}>"), to = %format!("<{rcpt}>"), "greylist");
+        return None;
+    }
+    let spf_pass = ctx.txn.as_ref().filter(|t| t.spf.facts.result == AuthResult::Pass).map(|t| t.spf.facts.domain.clone());
+    let presented = Presented {
+        ip: ctx.client,
+        spf_pass_domain: spf_pass.as_deref(),
+        confirmed_name: facts.as_ref().and_then(|f| f.confirmed_name.as_deref()),
+        sender: &sender,
+        rcpt,
+    };
+    match shared.greylisting.check(&shared.state, &presented).await {
+        Ok((outcome, identity)) => {
+            shared.metrics.greylist.with_label_values(&[fam, outcome.as_str()]).inc();
+            tracing::info!(session = %ctx.id, client = %ctx.client, family = fam, result = outcome.as_str(), identity = %identity, from = %format!("<{sender}>"), to = %format!("<{rcpt}>"), "greylist");
+            match outcome {
+                mx6_store::Outcome::New { retry_in } | mx6_store::Outcome::Early { retry_in } => {
+                    let r = reply::greylisted(retry_in.div_ceil(1000));
+                    ctx.rejected(
+                        shared,
+                        "rcpt",
+                        "greylisted",
+                        format_args!("{} identity={identity} from=<{sender}> to=<{rcpt}>", r.text()),
+                    );
+                    Some(r)
+                }
+                mx6_store::Outcome::Passed { first: true } => {
+                    ctx.record(shared, RepEvent::GreylistPassed).await;
+                    None
+                }
+                _ => None,
+            }
+        }
+        Err(_) => Some(ctx.stopped(shared, "rcpt", Stop::Unavailable, |_| reply::state_unavailable()).await),
+    }
+}
+
 /// Check credentials off the runtime (argon2 is slow on purpose); a failure
 /// waits `submission.auth_failure_delay` and counts against the client's prefix.
 async fn authenticate(ctx: &mut Ctx, shared: &Arc<Shared>, mechanism: &str, username: String, password: String) -> Answer {
-    let now = Instant::now();
     let log_user: String = username.chars().filter(|c| !c.is_control()).take(128).collect();
-    if shared.auth_throttle.blocked(ctx.client, now) {
-        ctx.rejected(shared, "auth", "auth_throttled", format_args!("too many failed AUTH attempts from this prefix, user={log_user}"));
-        return Answer::Reject(reply::auth_throttled());
+    if let Err(stop) = shared.limits.at_limit(&shared.state, Kind::AuthFailures, &ctx.asker).await {
+        let r = ctx.stopped(shared, "auth", stop, |_| reply::auth_throttled()).await;
+        return Answer::Reject(if r.code == 454 { r } else { reply::auth_temporary() });
     }
     let shared2 = shared.clone();
     let user2 = username.clone();
@@ -316,10 +511,11 @@ async fn authenticate(ctx: &mut Ctx, shared: &Arc<Shared>, mechanism: &str, user
             let user = crate::users::normalize(&username);
             tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), user = %user, mechanism, "authenticated");
             ctx.auth = Some(user);
+            ctx.asker.standing.authenticated = true;
             Answer::Accept
         }
         Ok(false) => {
-            shared.auth_throttle.failed(ctx.client, now);
+            let _ = shared.limits.count(&shared.state, Kind::AuthFailures, &ctx.asker).await;
             tokio::time::sleep(shared.cfg.submission.auth_failure_delay).await;
             ctx.rejected(shared, "auth", "auth_failed", format_args!("authentication failed, user={log_user} mechanism={mechanism}"));
             Answer::Reject(reply::auth_invalid())
@@ -368,6 +564,11 @@ async fn check_data(ctx: &mut Ctx, shared: &Arc<Shared>, env: &Envelope) -> Resu
     let domain = env.from.mailbox.as_ref().map(|m| m.domain.to_string());
     let client = Client { ip: ctx.client, authenticated: false, mynetworks: ctx.mynetworks, sender_domain: domain.as_deref() };
     let verdict = shared.inbound.policy.decide_data(&client, &facts, &txn.spf.facts, &m.facts);
+    if m.facts.dmarc == AuthResult::Fail {
+        ctx.record(shared, RepEvent::DmarcFail).await;
+    } else if matches!(verdict, Verdict::Refuse { .. }) {
+        ctx.record(shared, RepEvent::Refused).await;
+    }
     let junk = match verdict {
         Verdict::Refuse { reason, reply } => {
             ctx.rejected(

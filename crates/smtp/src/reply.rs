@@ -331,6 +331,37 @@ pub fn dnsbl_temp(client: &str) -> Reply {
     Reply::new(451, "4.7.1", format!("DNS blocklists for [{client}] could not be checked now, try again later"))
 }
 
+// ---- abuse defenses: greylisting, rate limits, early talkers ----
+
+/// A greylisted triplet (RFC 6647 §2.1: a temporary failure an MTA retries).
+pub fn greylisted(retry_in_secs: u64) -> Reply {
+    Reply::new(451, "4.7.1", format!("Greylisted, please try again in {retry_in_secs} seconds"))
+}
+/// At connect: too many connections from the client's network (or its
+/// aggregate is escalated).
+pub fn rate_limited_connect(hostname: &str, prefix: &str) -> Reply {
+    Reply::new(421, "4.7.0", format!("{hostname} too many connections from {prefix}, try again later"))
+}
+/// MAIL or RCPT over a message or recipient rate.
+pub fn rate_limited(prefix: &str) -> Reply {
+    Reply::new(451, "4.7.1", format!("Rate limit exceeded for {prefix}, try again later"))
+}
+/// STARTTLS over the TLS session rate.
+pub fn tls_rate_limited(prefix: &str) -> Reply {
+    Reply::new(454, "4.7.0", format!("TLS not available now: too many TLS sessions from {prefix}, try again later"))
+}
+/// The state store (greylist, counters) could not be reached.
+pub fn state_unavailable() -> Reply {
+    Reply::new(451, "4.3.0", "Temporary local problem, try again later")
+}
+pub fn state_unavailable_connect(hostname: &str) -> Reply {
+    Reply::new(421, "4.3.0", format!("{hostname} temporary local problem, try again later"))
+}
+/// The client spoke before the greeting ended (postscreen's pregreet test).
+pub fn early_talker() -> Reply {
+    Reply::new(521, "5.5.1", "Protocol error: you talked before the greeting")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,8 @@ pub enum Ask {
         to: Mailbox,
         from: Path,
     },
+    /// STARTTLS: may this client start a TLS session now (TLS rate limits)?
+    StartTls,
     /// A complete message: store it durably and answer `Queued(id)` (RFC 5321 §4.1.1.4:
     /// the 250 means we took responsibility).
     Message(Envelope),
@@ -176,6 +178,7 @@ struct Transaction {
 
 #[derive(Debug)]
 enum Pending {
+    StartTls,
     Helo { arg: HeloArg, esmtp: bool },
     Auth { username: String },
     Mail { from: Path, params: MailParams },
@@ -313,6 +316,15 @@ impl Session {
                 };
                 self.helo = Some((arg.raw, esmtp));
                 self.reply(r);
+            }
+            (Pending::StartTls, _) => {
+                self.events.push_back(Event::Reply(reply::ready_tls()));
+                self.events.push_back(Event::StartTls);
+                self.state = State::Handshake;
+                // CVE-2011-0411: drop whatever was pipelined behind STARTTLS.
+                self.input.clear();
+                self.pos = 0;
+                return;
             }
             (Pending::Auth { username }, _) => {
                 self.auth = Some(username);
@@ -618,12 +630,7 @@ impl Session {
                 } else if self.helo.is_none() {
                     self.reply(reply::need_helo());
                 } else {
-                    self.events.push_back(Event::Reply(reply::ready_tls()));
-                    self.events.push_back(Event::StartTls);
-                    self.state = State::Handshake;
-                    // CVE-2011-0411: drop whatever was pipelined behind STARTTLS.
-                    self.input.clear();
-                    self.pos = 0;
+                    self.ask(Pending::StartTls, Ask::StartTls);
                 }
             }
             Command::Auth(arg) => self.auth_command(&arg),

@@ -32,7 +32,7 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// One entry as `mx6 state show` prints it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Shown {
     pub key: String,
     pub value: String,
@@ -81,7 +81,7 @@ pub trait StateStore: Send + Sync {
 /// The configured backend.
 pub enum Store {
     Embedded(std::sync::Arc<embedded::Embedded>),
-    Redis(redis::Redis),
+    Redis(Box<redis::Redis>),
 }
 
 impl Store {

@@ -80,6 +80,8 @@ impl Server {
         let subs_port = free_port();
         let metrics_port = free_port();
         let config = dir.join("mx6.toml");
+        // Greylisting is on by default; tests that are not about it turn it off.
+        let greylist = if extra.contains("[greylist]") { "" } else { "[greylist]\nenabled = false\n" };
         let text = format!(
             r#"hostname = "mx.test"
 data_dir = "{data}"
@@ -109,7 +111,7 @@ nameservers = ["{dns}"]
 timeout = "1s"
 attempts = 1
 {extra}
-"#,
+{greylist}"#,
             data = dir.join("data").display(),
             dns = dns.addr,
         );
@@ -211,6 +213,14 @@ attempts = 1
         }
         let _ = c.kill();
         None
+    }
+
+    /// The value of one metric series (`name{labels}` exactly as exposed), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
     }
 
     /// Files in a mailbox's new/ directory, waiting up to 10 s for `want` of them.
@@ -320,6 +330,19 @@ impl Raw {
         self.reply()
     }
 
+    /// Connect to the PROXY listener on [::1]:`port` as client `src` (either
+    /// family); the greeting is not read.
+    pub fn proxied(port: u16, src: &str) -> Raw {
+        let mut c = Raw::connect(v6(port));
+        let hdr = if src.contains(':') {
+            format!("PROXY TCP6 {src} ::1 40000 25\r\n")
+        } else {
+            format!("PROXY TCP4 {src} 127.0.0.1 40000 25\r\n")
+        };
+        c.send(hdr.as_bytes());
+        c
+    }
+
     /// True when the server closed the connection.
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
@@ -380,4 +403,52 @@ pub fn mx6(args: &[&std::ffi::OsStr]) -> Output {
     let _ = child.kill();
     let _ = child.wait();
     panic!("mx6 {args:?} did not finish within 30 s");
+}
+
+/// A real `redis-server` (Debian's package) on a loopback port, without
+/// persistence; killed when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut r = RedisServer { child: None, port: free_port() };
+        r.resume();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kill it (its data is gone with it).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port.
+    pub fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -1,0 +1,108 @@
+//! Two mx6 nodes sharing one real Redis: greylisting and rate limits count
+//! across both; with Redis stopped each `store.on_failure` mode behaves as
+//! configured, every message that got 250 is delivered, and the nodes
+//! reconnect by themselves when Redis is back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn node(name: &str, redis: &RedisServer, on_failure: &str) -> Server {
+    let extra = format!(
+        r#"[store]
+backend = "redis"
+url = "{}"
+on_failure = "{on_failure}"
+timeout = "300ms"
+[greylist]
+enabled = true
+delay = "2s"
+auto_allowlist = 0
+[[ratelimit]]
+what = "connection_rate"
+prefix = "ipv6/64"
+limit = 3
+window = "60s"
+[ratelimit_escalation]
+children = 0
+[policy.ipv6]
+require_ptr = false
+require_fcrdns = false
+require_spf_or_dkim = false
+"#,
+        redis.url()
+    );
+    Server::start(name, &extra)
+}
+
+/// MAIL, RCPT (and DATA when RCPT passed) from `src`; the first reply that
+/// is not positive, or the final one; a greeting other than 220 is returned as is.
+fn attempt(s: &Server, src: &str, from: &str) -> String {
+    let mut c = Raw::proxied(s.proxy_port, src);
+    let g = c.reply();
+    if !g.starts_with("220 ") {
+        return g;
+    }
+    c.cmd("EHLO client.example");
+    let r = c.cmd(&format!("MAIL FROM:<{from}>"));
+    if !r.starts_with("250") {
+        return r;
+    }
+    let r = c.cmd("RCPT TO:<u@mx.test>");
+    if !r.starts_with("250") {
+        return r;
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.cmd(&format!("From: <{from}>\r\nSubject: via {src}\r\n\r\nhello\r\n."))
+}
+
+#[test]
+fn two_nodes_share_state_and_survive_redis_going_away() {
+    let mut redis = RedisServer::start();
+    let a = node("redis-a", &redis, "open");
+    let b = node("redis-b", &redis, "tempfail");
+
+    // A triplet first seen on A passes on B after the delay.
+    assert!(attempt(&a, "2001:db8:1:1::1", "x@nospf.example.com").starts_with("451 4.7.1 Greylisted"));
+    std::thread::sleep(Duration::from_millis(2300));
+    let r = attempt(&b, "2001:db8:1:1::2", "x@nospf.example.com");
+    assert!(r.starts_with("250 "), "on node B: {r}");
+    let mut accepted = 1;
+
+    // The connection rate counts connections to both nodes: 2 above + 1 here = 3.
+    assert!(Raw::proxied(a.proxy_port, "2001:db8:1:1::3").reply().starts_with("220 "));
+    let g = Raw::proxied(b.proxy_port, "2001:db8:1:1::4").reply();
+    assert!(g.starts_with("421 4.7.0 "), "fourth connection of the /64, across nodes: {g}");
+
+    // Redis goes away.
+    redis.stop();
+    // Node B (tempfail): refuses with a 4xx at connect, never a 5xx.
+    let g = Raw::proxied(b.proxy_port, "2001:db8:2:1::1").reply();
+    assert!(g.starts_with("421 4.3.0 "), "tempfail node without Redis: {g}");
+    // Node A (open): decides locally; a new triplet is greylisted locally and passes on retry.
+    assert!(attempt(&a, "2001:db8:2:2::1", "y@nospf.example.com").starts_with("451 4.7.1 Greylisted"));
+    std::thread::sleep(Duration::from_millis(2300));
+    let r = attempt(&a, "2001:db8:2:2::1", "y@nospf.example.com");
+    assert!(r.starts_with("250 "), "fail-open node without Redis: {r}");
+    accepted += 1;
+    assert!(a.metric("mx6_store_failures_total{backend=\"redis\",mode=\"open\"}") > 0.0);
+    assert!(b.metric("mx6_store_failures_total{backend=\"redis\",mode=\"tempfail\"}") > 0.0);
+    assert!(a.log_has("state store failed") && b.log_has("state store failed"));
+
+    // Redis is back: node B reconnects by itself.
+    redis.resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let g = Raw::proxied(b.proxy_port, "2001:db8:3:1::1").reply();
+        if g.starts_with("220 ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node B did not recover: {g}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Every 250 was delivered.
+    let delivered = a.wait_mail("u", "mx.test", 1).len() + b.wait_mail("u", "mx.test", 1).len();
+    assert_eq!(delivered, accepted);
+}

@@ -18,12 +18,14 @@
 //! - [`users`]: the users file (mailboxes, AUTH passwords, allowed senders);
 //! - [`state`]: the greylist/counter/reputation store and its failure mode;
 //! - [`greylisting`], [`rate_limits`], [`reputation`]: the prefix-aware abuse defenses;
-//! - [`pregreet`]: the early-talker test.
+//! - [`pregreet`]: the early-talker test;
+//! - [`content_filter`]: milters and spamd at end of data.
 #![forbid(unsafe_code)]
 
 pub mod admin_http;
 pub mod check;
 pub mod config;
+pub mod content_filter;
 pub mod control;
 pub mod firewall;
 pub mod greylisting;
@@ -63,6 +65,7 @@ pub struct Shared {
     pub limits: rate_limits::RateLimits,
     pub greylisting: greylisting::Greylisting,
     pub reputation: reputation::Reputation,
+    pub filters: content_filter::Filters,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub spool: mx6_queue::SpoolHandle,
     pub queue: QueueManager,
@@ -175,6 +178,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         limits: rate_limits::RateLimits::new(rules, escalation, cfg.reputation.bad_limit_factor, metrics.clone()),
         greylisting,
         reputation,
+        filters: content_filter::Filters::new(&cfg),
         tls,
         spool,
         queue: queue.clone(),

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub greylist: IntCounterVec,
     pub ratelimit_hits: IntCounterVec,
     pub store_failures: IntCounterVec,
+    pub content_filter: IntCounterVec,
     pub queue_messages: IntGaugeVec,
     pub delivery_attempts: IntCounterVec,
     pub delivery_duration: HistogramVec,
@@ -57,6 +58,12 @@ impl Metrics {
             "State store (greylist, counters, reputation) operations that failed, by backend and on_failure mode.",
             &["backend", "mode"],
         );
+        let content_filter = counter(
+            &r,
+            "mx6_content_filter_total",
+            "Content-filter verdicts: spamd (clean, marked, rejected, skipped_size, failed) and milters (continue, accept, reject, tempfail, discard, quarantine, failed).",
+            &["family", "filter", "verdict"],
+        );
         let queue_messages = gauge(&r, "mx6_queue_messages", "Messages in the queue by state.", &["state"]);
         let delivery_attempts =
             counter(&r, "mx6_delivery_attempts_total", "Delivery attempts per recipient by result.", &["family", "result"]);
@@ -90,6 +97,7 @@ impl Metrics {
             greylist,
             ratelimit_hits,
             store_failures,
+            content_filter,
             queue_messages,
             delivery_attempts,
             delivery_duration,

@@ -127,6 +127,14 @@ impl Registry {
         e.wake.clone()
     }
 
+    /// Hold a message that is about to be submitted (a milter quarantined it),
+    /// so it is never tried before `mx6 queue release`.
+    pub fn hold_new(&self, id: &str) -> std::io::Result<()> {
+        let mut h = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        h.insert(id.to_string());
+        write_holds(&self.data_dir, &h)
+    }
+
     /// A delivery attempt left recipients open.
     pub fn deferred(&self, id: &str, done: &[bool], attempts: u32, next: i64, error: &str) {
         if let Some(e) = self.lock().get_mut(id) {

@@ -96,6 +96,11 @@ struct Ctx {
     /// Reputation is kept for this client (port 25, outside mynetworks).
     tracked: bool,
     reputation: RepStanding,
+    /// Reputation scores at connect, finest level first.
+    rep_scores: Vec<f64>,
+    /// Greylisting of the transaction: passed, allowlisted, or off.
+    greylist: &'static str,
+    port: u16,
 }
 
 impl Ctx {
@@ -175,6 +180,9 @@ pub async fn run(conn: Conn, client: SocketAddr, listener: &ListenerConfig, shar
         asker: Asker { ip, standing: mx6_policy::ratelimit::Standing { mynetworks, authenticated: submission }, bad: false },
         tracked: !submission && !mynetworks,
         reputation: RepStanding::Neutral,
+        rep_scores: Vec::new(),
+        greylist: "off",
+        port: client.port(),
     };
     tracing::info!(session = %ctx.id, client = %ip, family = family.as_str(), listener = %ctx.listener, kind = listener.kind.as_str(), "connect");
     let mut conn = conn;
@@ -395,8 +403,9 @@ async fn admit(
 ) -> Option<(crate::rate_limits::ConnGuard, Vec<u8>)> {
     let refuse = |r: reply::Reply| r.to_bytes();
     if ctx.tracked {
-        let (standing, _) = shared.reputation.standing(&shared.state, ctx.client).await;
+        let (standing, scores) = shared.reputation.standing(&shared.state, ctx.client).await;
         ctx.reputation = standing;
+        ctx.rep_scores = scores;
         ctx.asker.bad = standing == RepStanding::Bad;
     }
     let hostname = shared.cfg.hostname.clone();
@@ -457,6 +466,7 @@ async fn greylist(ctx: &mut Ctx, shared: &Arc<Shared>, rcpt: &str, from: &mx6_sm
         None
     };
     if let Some(why) = exempt {
+        ctx.greylist = "allowlisted";
         shared.metrics.greylist.with_label_values(&[fam, "allowlisted"]).inc();
         tracing::info!(session = %ctx.id, client = %ctx.client, family = fam, result = "allowlisted", why, from = %format!("<{sender}>"), to = %format!("<{rcpt}>"), "greylist");
         return None;
@@ -472,6 +482,9 @@ async fn greylist(ctx: &mut Ctx, shared: &Arc<Shared>, rcpt: &str, from: &mx6_sm
     match shared.greylisting.check(&shared.state, &presented).await {
         Ok((outcome, identity)) => {
             shared.metrics.greylist.with_label_values(&[fam, outcome.as_str()]).inc();
+            if outcome.passes() {
+                ctx.greylist = outcome.as_str();
+            }
             tracing::info!(session = %ctx.id, client = %ctx.client, family = fam, result = outcome.as_str(), identity = %identity, from = %format!("<{sender}>"), to = %format!("<{rcpt}>"), "greylist");
             match outcome {
                 mx6_store::Outcome::New { retry_in } | mx6_store::Outcome::Early { retry_in } => {
@@ -601,25 +614,34 @@ async fn check_data(ctx: &mut Ctx, shared: &Arc<Shared>, env: &Envelope) -> Resu
     Ok(Checked { results, junk })
 }
 
+/// What mx6 knows about the client's IPv6 position, for content filters and
+/// their rules (`deploy/spamassassin/mx6.cf`): family, prefix and aggregate,
+/// reverse DNS, reputation and greylisting.
+fn client_header(ctx: &Ctx, shared: &Shared) -> String {
+    let (agg, prefix) = shared.limits.escalation.prefixes(ctx.client);
+    let (iprev, ptr) = match &ctx.client_check {
+        ClientCheck::Ready(f) => {
+            (f.iprev.as_str(), f.confirmed_name.as_deref().or(f.ptr_names.first().map(|s| s.as_str())).unwrap_or("none"))
+        }
+        _ => ("none", "none"),
+    };
+    let score = ctx.rep_scores.first().copied().unwrap_or(0.0);
+    let history = if ctx.rep_scores.iter().all(|s| s.abs() < 0.01) { "none" } else { "known" };
+    format!(
+        "X-Mx6-Client: family={}; prefix={prefix}; agg={agg}; iprev={iprev}; ptr={ptr};\r\n\treputation={score:.2}; standing={}; history={history}; greylist={}\r\n",
+        ctx.family.as_str(),
+        ctx.reputation.as_str(),
+        ctx.greylist,
+    )
+}
+
 async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope, checked: Checked) -> Answer {
     let id = mx6_queue::id::next();
-    let rcpts: Vec<Recipient> = env
-        .rcpts
-        .iter()
-        .zip(ctx.routes.iter())
-        .map(|(m, route)| Recipient {
-            address: m.to_string(),
-            local: match route {
-                Route::Local { user, domain } => Some((user.clone(), domain.clone())),
-                Route::Relay => None,
-            },
-        })
-        .collect();
-    if rcpts.len() != env.rcpts.len() {
+    if env.rcpts.len() != ctx.routes.len() {
         tracing::error!(session = %ctx.id, "recipient routes out of step with the transaction");
         return Answer::Reject(reply::storage_failure());
     }
-    let single = (rcpts.len() == 1).then(|| rcpts[0].address.clone());
+    let single = (env.rcpts.len() == 1).then(|| env.rcpts[0].to_string());
     let hide = env.auth.is_some() && shared.cfg.submission.hide_client;
     let received = Received {
         hide_client: hide,
@@ -641,51 +663,143 @@ async fn store(ctx: &mut Ctx, shared: &Arc<Shared>, env: Envelope, checked: Chec
     if let Some(reason) = checked.junk {
         extra.push_str(&format!("X-Mx6-Quarantine: {reason}\r\n"));
     }
+    if ctx.tracked {
+        extra.push_str(&client_header(ctx, shared));
+    }
     if env.auth.is_some() {
         extra.push_str(&submission_headers(&env.data, &id, &shared.cfg.hostname));
     }
     let stripped = mx6_auth::strip_forged(&env.data, &shared.cfg.hostname);
     let data = stripped.as_deref().unwrap_or(&env.data);
-    // DKIM: mail from our users and networks, signed for its From domain.
-    if (env.auth.is_some() || ctx.mynetworks) && !shared.dkim.is_empty() {
-        let mut signed = extra.clone().into_bytes();
-        signed.extend_from_slice(data);
-        if let Some(domain) = mx6_auth::sign::from_domain(&signed) {
-            for key in shared.dkim.iter().filter(|k| k.domain == domain) {
-                match key.sign(&signed) {
-                    Ok(h) => extra.insert_str(0, &h),
-                    Err(e) => tracing::error!(session = %ctx.id, domain = %domain, error = %e, "DKIM signing failed; sent unsigned"),
-                }
-            }
-        }
-    }
+    let stripped = crate::content_filter::strip_field(data, "X-Mx6-Client");
+    let data = stripped.as_deref().unwrap_or(data);
     let mut body = Vec::with_capacity(received.len() + extra.len() + data.len());
     body.extend_from_slice(received.as_bytes());
     body.extend_from_slice(extra.as_bytes());
     body.extend_from_slice(data);
-    let body = Arc::new(body);
     let from = env.from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
-    let msg = QueuedMessage {
-        id: id.clone(),
+    let mut msg = crate::content_filter::Message {
         from,
+        rcpts: env.rcpts.iter().map(|m| m.to_string()).collect(),
+        data: body,
+        junk: checked.junk.is_some(),
+        hold: None,
+    };
+    let mut routes: Vec<Route> = ctx.routes.clone();
+    if shared.filters.active() {
+        let origin = crate::content_filter::Origin {
+            queue_id: &id,
+            hostname: &shared.cfg.hostname,
+            client: ctx.client,
+            client_port: ctx.port,
+            client_name: match &ctx.client_check {
+                ClientCheck::Ready(f) => f.confirmed_name.as_deref(),
+                _ => None,
+            },
+            helo: &env.helo,
+            auth: env.auth.as_deref(),
+            tls: ctx.tls.as_deref(),
+        };
+        let before = msg.rcpts.clone();
+        match shared.filters.run(&origin, msg, &shared.metrics).await {
+            crate::content_filter::Verdict::Deliver(m) => msg = m,
+            crate::content_filter::Verdict::Refuse { reply, reason, by } => {
+                ctx.rejected(shared, "data", reason, format_args!("{} by {by} queue_id={id}", reply.text()));
+                if reason == "spam" || reason == "milter_reject" {
+                    ctx.record(shared, RepEvent::Refused).await;
+                }
+                return Answer::Reject(reply);
+            }
+            crate::content_filter::Verdict::Discard { by } => {
+                tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), queue_id = %id, "discarded by {by}: accepted and dropped");
+                return Answer::Queued(id);
+            }
+        }
+        // Recipients a milter added are routed like those of an authenticated client.
+        routes = Vec::with_capacity(msg.rcpts.len());
+        let mut kept = Vec::with_capacity(msg.rcpts.len());
+        for r in &msg.rcpts {
+            let route = match before.iter().position(|b| b.eq_ignore_ascii_case(r)) {
+                Some(i) => Some(ctx.routes[i].clone()),
+                None => match mx6_smtp::address::parse_mailbox(r, true) {
+                    Ok((mb, _)) => match decide_recipient(&shared.routing, &shared.users.get().local, ctx.client, true, &mb) {
+                        RecipientVerdict::Accept(route) => Some(route),
+                        RecipientVerdict::Reject { reason, .. } => {
+                            tracing::warn!(queue_id = %id, rcpt = %r, reason, "recipient added by a milter is not deliverable; left out");
+                            None
+                        }
+                    },
+                    Err(_) => {
+                        tracing::warn!(queue_id = %id, rcpt = %r, "recipient added by a milter is not an address; left out");
+                        None
+                    }
+                },
+            };
+            if let Some(route) = route {
+                routes.push(route);
+                kept.push(r.clone());
+            }
+        }
+        msg.rcpts = kept;
+        if msg.rcpts.is_empty() {
+            tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), queue_id = %id, "content filters removed every recipient: accepted and dropped");
+            return Answer::Queued(id);
+        }
+    }
+    // DKIM: mail from our users and networks, signed for its From domain.
+    if (env.auth.is_some() || ctx.mynetworks) && !shared.dkim.is_empty() {
+        if let Some(domain) = mx6_auth::sign::from_domain(&msg.data) {
+            let mut sigs = String::new();
+            for key in shared.dkim.iter().filter(|k| k.domain == domain) {
+                match key.sign(&msg.data) {
+                    Ok(h) => sigs.insert_str(0, &h),
+                    Err(e) => tracing::error!(session = %ctx.id, domain = %domain, error = %e, "DKIM signing failed; sent unsigned"),
+                }
+            }
+            msg.data.splice(0..0, sigs.into_bytes());
+        }
+    }
+    let rcpts: Vec<Recipient> = msg
+        .rcpts
+        .iter()
+        .zip(routes.iter())
+        .map(|(a, route)| Recipient {
+            address: a.clone(),
+            local: match route {
+                Route::Local { user, domain } => Some((user.clone(), domain.clone())),
+                Route::Relay => None,
+            },
+        })
+        .collect();
+    let body = Arc::new(msg.data);
+    let qm = QueuedMessage {
+        id: id.clone(),
+        from: msg.from,
         rcpts,
         received: chrono::Utc::now().timestamp(),
         client: ctx.client.to_string(),
         helo: env.helo.clone(),
         smtputf8: env.params.smtputf8,
-        junk: checked.junk.is_some(),
+        junk: msg.junk,
     };
-    match shared.spool.append(&msg, body.clone()).await {
+    match shared.spool.append(&qm, body.clone()).await {
         Ok(loc) => {
             tracing::info!(
                 session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), queue_id = %id,
-                from = %format!("<{}>", msg.from), size = body.len(), nrcpt = msg.rcpts.len(), protocol = env.protocol,
+                from = %format!("<{}>", qm.from), size = body.len(), nrcpt = qm.rcpts.len(), protocol = env.protocol,
                 user = env.auth.as_deref().unwrap_or(""),
                 "queued"
             );
             shared.metrics.messages_accepted.with_label_values(&[ctx.family.as_str(), &ctx.listener]).inc();
-            let n = msg.rcpts.len();
-            shared.queue.submit(Job { msg: Arc::new(msg), loc, body: Some(body), done: vec![false; n], failures: 0, recovered: false });
+            let n = qm.rcpts.len();
+            if let Some(reason) = &msg.hold {
+                // Quarantined by a milter: on hold until `mx6 queue release`.
+                if let Err(e) = shared.queue.registry.hold_new(&id) {
+                    tracing::error!(queue_id = %id, error = %e, "could not record the hold");
+                }
+                tracing::info!(queue_id = %id, reason = %reason, "quarantined: on hold until `mx6 queue release`");
+            }
+            shared.queue.submit(Job { msg: Arc::new(qm), loc, body: Some(body), done: vec![false; n], failures: 0, recovered: false });
             Answer::Queued(id)
         }
         Err(e) => {

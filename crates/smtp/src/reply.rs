@@ -362,6 +362,23 @@ pub fn early_talker() -> Reply {
     Reply::new(521, "5.5.1", "Protocol error: you talked before the greeting")
 }
 
+// ---- content filters ----
+
+/// spamd scored the message at or above `content_filter.reject_score`.
+pub fn spam(score: f64) -> Reply {
+    Reply::new(550, "5.7.1", format!("Message refused as spam (score {score:.1})"))
+}
+pub fn milter_reject() -> Reply {
+    Reply::new(550, "5.7.1", "Message refused by a content filter")
+}
+pub fn milter_tempfail() -> Reply {
+    Reply::new(451, "4.7.1", "Message deferred by a content filter, try again later")
+}
+/// A content filter (spamd, a milter) could not be asked.
+pub fn filter_unavailable() -> Reply {
+    Reply::new(451, "4.7.1", "Content filter unavailable, try again later")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,6 +133,13 @@ fn spamd_verdicts_headers_and_failure_modes() {
     assert_eq!(s.metric("mx6_content_filter_total{family=\"ipv6\",filter=\"spamd\",verdict=\"marked\"}"), 1.0);
     assert_eq!(s.metric("mx6_rejections_total{family=\"ipv6\",reason=\"spam\",stage=\"data\"}"), 1.0);
 
+    // Above max_size: not scanned, even GTUBE.
+    let big = Server::start("spamd-size", &format!("[content_filter]\nspamd = \"127.0.0.1:{port}\"\nmax_size = \"2KiB\"\n{RELAXED}"));
+    let r = send(&big, "2001:db8:20::6", "big", &format!("{GTUBE}\r\n{}", "padding line of the message\r\n".repeat(100)));
+    assert!(r.starts_with("250 "), "{r}");
+    assert!(!big.mail_texts("u", "mx.test", 1)[0].contains("X-Spam-Status"));
+    assert_eq!(big.metric("mx6_content_filter_total{family=\"ipv6\",filter=\"spamd\",verdict=\"skipped_size\"}"), 1.0);
+
     // spamd stopped: tempfail here; accept unscanned on a second server.
     sa.stop();
     let r = send(&s, "2001:db8:20::4", "no spamd", "hello");

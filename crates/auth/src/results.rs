@@ -128,6 +128,12 @@ fn base64_prefix(b: &[u8]) -> String {
 /// Remove Authentication-Results fields whose authserv-id is ours. Returns
 /// `None` when there was nothing to remove.
 pub fn strip_forged(data: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
+    remove_fields(data, |field| is_ours(field, authserv_id))
+}
+
+/// Remove the header fields (a line with its continuation lines) for which
+/// `gone` is true. Returns `None` when there was nothing to remove.
+pub fn remove_fields(data: &[u8], gone: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
     let header_end = find_header_end(data);
     let mut out: Vec<u8> = Vec::with_capacity(data.len());
     let mut removed = false;
@@ -139,7 +145,7 @@ pub fn strip_forged(data: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
             end = next_line(data, end);
         }
         let field = &data[pos..end];
-        if is_ours(field, authserv_id) {
+        if gone(field) {
             removed = true;
         } else {
             out.extend_from_slice(field);

@@ -491,31 +491,8 @@ async fn converse(cfg: &MilterConfig, o: &Origin<'_>, m: &Message) -> Result<Out
 /// Remove header fields named `name` (case-insensitive) that a client sent,
 /// with their continuation lines.
 pub fn strip_field(data: &[u8], name: &str) -> Option<Vec<u8>> {
-    let head_end = data.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2).unwrap_or(data.len());
-    let prefix = format!("{}:", name.to_ascii_lowercase());
-    let mut out = Vec::with_capacity(data.len());
-    let mut dropping = false;
-    let mut changed = false;
-    let mut pos = 0;
-    while pos < head_end {
-        let end = data[pos..head_end].windows(2).position(|w| w == b"\r\n").map(|p| pos + p + 2).unwrap_or(head_end);
-        let line = &data[pos..end];
-        let cont = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !cont {
-            dropping = line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes());
-        }
-        if dropping {
-            changed = true;
-        } else {
-            out.extend_from_slice(line);
-        }
-        pos = end;
-    }
-    if !changed {
-        return None;
-    }
-    out.extend_from_slice(&data[head_end..]);
-    Some(out)
+    let prefix = format!("{name}:");
+    mx6_auth::remove_fields(data, |f| f.len() >= prefix.len() && f[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 #[cfg(test)]

@@ -343,6 +343,26 @@ impl Raw {
         c
     }
 
+    /// One transaction through the PROXY listener on [::1]:`port` as client
+    /// `src`: greeting, EHLO, MAIL, RCPT, DATA with `message` (without the
+    /// final dot). Returns the first reply that is not positive (the greeting
+    /// included), or the reply to the message.
+    pub fn proxied_mail(port: u16, src: &str, from: &str, rcpt: &str, message: &str) -> String {
+        let mut c = Raw::proxied(port, src);
+        let g = c.reply();
+        if !g.starts_with("220 ") {
+            return g;
+        }
+        c.cmd("EHLO client.example");
+        for cmd in [format!("MAIL FROM:<{from}>"), format!("RCPT TO:<{rcpt}>"), "DATA".to_string()] {
+            let r = c.cmd(&cmd);
+            if !r.starts_with('2') && !r.starts_with('3') {
+                return r;
+            }
+        }
+        c.cmd(&format!("{message}\r\n."))
+    }
+
     /// True when the server closed the connection.
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];

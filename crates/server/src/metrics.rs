@@ -87,6 +87,12 @@ impl Metrics {
             for result in ["delivered", "deferred", "bounced"] {
                 delivery_attempts.with_label_values(&[family, result]).inc_by(0);
             }
+            for verdict in ["clean", "marked", "rejected", "skipped_size", "failed"] {
+                content_filter.with_label_values(&[family, "spamd", verdict]).inc_by(0);
+            }
+            for verdict in ["continue", "accept", "reject", "tempfail", "discard", "quarantine", "failed"] {
+                content_filter.with_label_values(&[family, "milter", verdict]).inc_by(0);
+            }
         }
         Metrics {
             registry: r,

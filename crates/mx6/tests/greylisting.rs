@@ -147,3 +147,48 @@ fn embedded_state_survives_restart_and_mx6_state_clears_it() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("cleared"), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(attempt(&s, "2001:db8:3:3::2", "frank@nospf.example.com", "u@mx.test").starts_with("451 4.7.1 Greylisted"), "cleared");
 }
+
+/// Reputation: a prefix that passed greylisting and delivered is good and
+/// skips greylisting for new triplets; one refused repeatedly is bad and gets
+/// half the rate limit.
+#[test]
+fn reputation_skips_greylisting_and_tightens_limits() {
+    let extra = config("1s", "30s", "60s")
+        + "[reputation]\ngood = 2.5\nbad = -3.0\nbad_limit_factor = 0.5\n\
+           [[ratelimit]]\nwhat = \"messages\"\nprefix = \"ipv6/64\"\nlimit = 4\nwindow = \"60s\"\n\
+           [ratelimit_escalation]\nchildren = 0\n";
+    let s = Server::start_with_zone("reputation", ZONE, &extra);
+    // Good: greylist passed (+2) and delivered (+1) = 3 (a little less once it decays).
+    let good = "2001:db8:40:1::1";
+    assert!(attempt(&s, good, "g@nospf.example.com", "u@mx.test").starts_with("451 4.7.1 Greylisted"));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(attempt(&s, good, "g@nospf.example.com", "u@mx.test").starts_with("250 "));
+    let r = attempt(&s, "2001:db8:40:1::2", "another@nospf.example.com", "u@mx.test");
+    assert!(r.starts_with("250 "), "a new triplet from a good /64 is not greylisted: {r}");
+    assert!(s.log_has("why=\"reputation\"") || s.log_has("why=reputation"), "{}", s.log_text());
+    // A neutral /64 is still greylisted.
+    assert!(attempt(&s, "2001:db8:40:2::1", "another@nospf.example.com", "u@mx.test").starts_with("451 4.7.1 Greylisted"));
+
+    // Bad: two relay attempts (-2 each) = -4.
+    let bad = "2001:db8:41:1::1";
+    for _ in 0..2 {
+        let r = Raw::proxied_mail(s.proxy_port, bad, "b@nospf.example.com", "victim@elsewhere.example", "x");
+        assert!(r.starts_with("554 5.7.1") || r.starts_with("550 5.7.1"), "relay attempt: {r}");
+    }
+    let mut c = Raw::proxied(s.proxy_port, "2001:db8:41:1::2");
+    assert!(c.reply().starts_with("220 "));
+    c.cmd("EHLO client.example");
+    // Limit 4 halved to 2, and the two relay attempts already counted two MAILs.
+    let r = c.cmd("MAIL FROM:<b@nospf.example.com>");
+    assert!(r.starts_with("451 4.7.1 Rate limit exceeded for 2001:db8:41:1::/64"), "bad prefix, tighter limit: {r}");
+    // Three MAILs from a neutral /64 are within its limit of 4.
+    let mut n = Raw::proxied(s.proxy_port, "2001:db8:42:1::1");
+    n.reply();
+    n.cmd("EHLO client.example");
+    for _ in 0..3 {
+        assert!(n.cmd("MAIL FROM:<n@nospf.example.com>").starts_with("250 "));
+        n.cmd("RSET");
+    }
+    let out = mx6(&["state".as_ref(), "show".as_ref(), bad.as_ref(), "--config".as_ref(), s.config.as_os_str()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rep|2001:db8:41:1::/64  score -"), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -267,3 +267,46 @@ fn early_talker_refused_when_enabled() {
     let mut c = Raw::connect(v6(s.port));
     assert!(c.reply().starts_with("220 "));
 }
+
+/// Separate limits per kind of client: a rule with `scope = "authenticated"`
+/// counts submission users, and the strangers' rule does not touch them.
+#[test]
+fn authenticated_sessions_have_their_own_limits() {
+    let extra = rule("messages", "ipv6/64", 1)
+        + "scope = \"authenticated\"\n"
+        + &rule("messages", "ipv6/128", 1)
+        + "[ratelimit_escalation]\nchildren = 0\n";
+    let s = Server::start("rl-scope", &extra);
+    let out = s.user(&["add", "alice@mx.test"], "alice-pw\n");
+    assert!(out.status.success());
+    let send = || {
+        let o = swaks(&[
+            "--server",
+            "::1",
+            "--port",
+            &s.sub_port.to_string(),
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice@mx.test",
+            "--auth-password",
+            "alice-pw",
+            "--from",
+            "alice@mx.test",
+            "--to",
+            "alice@mx.test",
+        ]);
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let t = send();
+    assert!(t.contains("250 2.0.0 Ok: queued"), "first message: {t}");
+    let t = send();
+    assert!(t.contains("451 4.7.1 Rate limit exceeded for ::/64"), "second message in the window: {t}");
+    // The strangers' rule (1 message per /128) does not count mynetworks clients on port 25.
+    for _ in 0..3 {
+        let mut c = Raw::open(v6(s.port));
+        c.cmd("EHLO localhost");
+        assert!(c.cmd("MAIL FROM:<x@mx.test>").starts_with("250 "));
+    }
+}

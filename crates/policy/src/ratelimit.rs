@@ -69,10 +69,10 @@ impl std::str::FromStr for Kind {
 pub enum Scope {
     /// Unauthenticated clients outside mynetworks (the default).
     Strangers,
-    /// Authenticated sessions; for connect-time kinds, clients of the
-    /// submission listeners.
+    /// Authenticated sessions (also from mynetworks); for connect-time
+    /// kinds, clients of the submission listeners.
     Authenticated,
-    /// Clients in relay.mynetworks.
+    /// Clients in relay.mynetworks (authenticated or not).
     Mynetworks,
     /// Everyone.
     All,
@@ -104,7 +104,7 @@ impl Scope {
         match self {
             Scope::All => true,
             Scope::Mynetworks => s.mynetworks,
-            Scope::Authenticated => s.authenticated && !s.mynetworks,
+            Scope::Authenticated => s.authenticated,
             Scope::Strangers => !s.authenticated && !s.mynetworks,
         }
     }

@@ -85,7 +85,7 @@ impl Filters {
             let by = format!("milter {}", cfg.address);
             let r = tokio::time::timeout(cfg.timeout, converse(cfg, o, &m)).await.unwrap_or(Err(MilterError::Timeout(cfg.timeout)));
             match r {
-                Ok(Outcome::Done { verdict, mods, log }) => {
+                Ok(Done { verdict, mods, log }) => {
                     count("milter", verdict);
                     tracing::info!(queue_id = o.queue_id, client = %o.client, family, milter = %cfg.address, verdict, changes = %log, "milter");
                     match verdict {
@@ -287,9 +287,13 @@ impl Mods {
     }
 }
 
-enum Outcome {
-    /// `verdict`: accept, continue, reject, tempfail, discard or quarantine.
-    Done { verdict: &'static str, mods: Mods, log: String },
+/// How one milter's conversation ended.
+struct Done {
+    /// accept, continue, reject, tempfail, discard or quarantine.
+    verdict: &'static str,
+    mods: Mods,
+    /// The changes it asked for, for the log.
+    log: String,
 }
 
 struct Conn {
@@ -366,7 +370,7 @@ fn reply_code(text: &str, default: Reply) -> Reply {
 /// One step of the conversation: the step, its macros, its packets.
 type Planned<'a> = (Step, Vec<(&'a str, String)>, Vec<Vec<u8>>);
 
-async fn converse(cfg: &MilterConfig, o: &Origin<'_>, m: &Message) -> Result<Outcome, MilterError> {
+async fn converse(cfg: &MilterConfig, o: &Origin<'_>, m: &Message) -> Result<Done, MilterError> {
     let mut c = Conn { s: open(&cfg.address).await?, buf: Vec::new() };
     c.send(&milter::optneg()).await?;
     let neg: Negotiated = match c.reply().await? {
@@ -479,13 +483,13 @@ async fn converse(cfg: &MilterConfig, o: &Origin<'_>, m: &Message) -> Result<Out
         // Accept before end of message: the rest of the message is not looked at.
         let verdict = if verdict == "accept" && mods.quarantine.is_some() { "quarantine" } else { verdict };
         let log = mods.describe();
-        return Ok(Outcome::Done { verdict, mods, log });
+        return Ok(Done { verdict, mods, log });
     }
     let _ = c.send(&milter::quit()).await;
     // End of message answered `continue` (as `accept`).
     let verdict = if mods.quarantine.is_some() { "quarantine" } else { "continue" };
     let log = mods.describe();
-    Ok(Outcome::Done { verdict, mods, log })
+    Ok(Done { verdict, mods, log })
 }
 
 /// Remove header fields named `name` (case-insensitive) that a client sent,

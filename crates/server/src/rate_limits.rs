@@ -184,9 +184,11 @@ impl RateLimits {
         Ok(first)
     }
 
-    /// The client's aggregate, when it is escalated.
+    /// The client's aggregate, when it is escalated (never for mynetworks:
+    /// the operator's own networks are not blocked, nor made to depend on
+    /// the store).
     async fn escalated(&self, state: &State, a: &Asker) -> Result<Option<Hit>, Unavailable> {
-        if !self.escalation.enabled() || !self.any_rule_covers(a) {
+        if !self.escalation.enabled() || a.standing.mynetworks || !self.any_rule_covers(a) {
             return Ok(None);
         }
         let (agg, _) = self.escalation.prefixes(a.ip);

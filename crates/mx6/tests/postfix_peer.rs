@@ -159,14 +159,17 @@ impl Drop for Policyd {
     }
 }
 
-/// Start `mx6 policyd` with `listen` and the test DNS server; wait until it answers.
-fn policyd(dir: &std::path::Path, listen: &str, dns: &mx6_testdns::TestDns) -> Policyd {
+/// Start `mx6 policyd` with `listen`, the test DNS server and `extra` config;
+/// wait until it answers.
+fn policyd(dir: &std::path::Path, listen: &str, dns: &mx6_testdns::TestDns, extra: &str) -> Policyd {
     std::fs::create_dir_all(dir).unwrap();
-    let cfg = dir.join(format!("policyd-{}.toml", listen.replace(['/', ':', '[', ']'], "_")));
+    let name = listen.replace(['/', ':', '[', ']'], "_");
+    let cfg = dir.join(format!("policyd-{name}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "hostname = \"mx.test\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[policyd]\nlisten = \"{listen}\"\n",
+            "hostname = \"mx.test\"\ndata_dir = \"{}\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[policyd]\nlisten = \"{listen}\"\n{extra}",
+            dir.join(format!("data-{name}")).display(),
             dns.addr
         ),
     )
@@ -212,10 +215,11 @@ fn postfix_asks_mx6_policyd() {
     let _ = std::fs::remove_dir_all(&dir);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let _tcp = policyd(&dir, &listen, &dns);
+    // Over TCP with greylisting (as postgrey would be), over the unix socket without.
+    let _tcp = policyd(&dir, &listen, &dns, "[greylist]\ndelay = \"1s\"\n");
     let sock = dir.join("policyd.sock");
     let unix_listen = format!("unix:{}", sock.display());
-    let _unix = policyd(&dir, &unix_listen, &dns);
+    let _unix = policyd(&dir, &unix_listen, &dns, "[greylist]\nenabled = false\n");
 
     // The protocol directly, over TCP and the unix socket.
     let base = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nhelo_name=client.example\nrecipient=u@policy.test\n";
@@ -267,6 +271,11 @@ fn postfix_asks_mx6_policyd() {
     let refused = xclient("IPV6:2001:db8:10::1", "a@spf-pass.test");
     let text = String::from_utf8_lossy(&refused.stdout);
     assert!(text.contains("<** 554 5.7.25 "), "{text}\n{}", pf.log());
+    // Greylisted first (Postfix turns DEFER_IF_PERMIT into 450), accepted on a retry after the delay.
+    let deferred = xclient("IPV6:2001:db8:10::3", "a@spf-pass.test");
+    let text = String::from_utf8_lossy(&deferred.stdout);
+    assert!(text.contains("<** 450 4.7.1 ") && text.contains("Greylisted, please try again"), "{text}\n{}", pf.log());
+    std::thread::sleep(Duration::from_millis(1300));
     let accepted = xclient("IPV6:2001:db8:10::3", "a@spf-pass.test");
     let text = String::from_utf8_lossy(&accepted.stdout);
     assert!(text.contains("<-  250 2.0.0 Ok: queued"), "{text}\n{}", pf.log());

@@ -10,6 +10,12 @@
 //! carry (the message body) is not checked here: DKIM, DMARC and
 //! `require_spf_or_dkim` need the message and are left to the MTA.
 //!
+//! Greylisting (`[greylist]`, on the `[store]` shared with `mx6 serve` when
+//! it is Redis) runs per recipient at RCPT, with the same triplet identity as
+//! the SMTP server (SPF pass, FCrDNS domain, else prefix): a greylisted
+//! recipient gets `DEFER_IF_PERMIT 4.7.1 Greylisted, …`, so mx6 policyd
+//! replaces postgrey too.
+//!
 //! Defends against: oversized requests (lines and attribute counts bounded),
 //! clients that stall (read timeout).
 
@@ -34,29 +40,91 @@ pub enum PolicydError {
     Listen(String, std::io::Error),
     #[error("DNS resolver: {0}")]
     Dns(#[from] mx6_dns::Error),
+    #[error("state store: {0}")]
+    Store(#[from] mx6_store::StoreError),
 }
 
 /// Parsed request attributes.
 pub type Request = HashMap<String, String>;
 
+/// What policyd judges with.
+pub struct Judge {
+    pub inbound: Inbound,
+    pub cfg: Config,
+    pub state: Arc<crate::state::State>,
+    pub greylisting: crate::greylisting::Greylisting,
+}
+
+/// The verdict on one message (`instance`), reused for its later recipients.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    instance: String,
+    action: String,
+    /// The Authentication-Results PREPEND was given.
+    prepended: bool,
+    /// Exempt from greylisting (authenticated, mynetworks, allowlists, DNSWL).
+    exempt: bool,
+    spf_pass_domain: Option<String>,
+    confirmed_name: Option<String>,
+}
+
 /// The answer to one request (without `action=`).
-pub async fn decide(inbound: &Inbound, cfg: &Config, req: &Request, last: &mut Option<(String, String)>) -> String {
+pub async fn decide(judge: &Judge, req: &Request, last: &mut Option<Message>) -> String {
+    let get = |k: &str| req.get(k).map(String::as_str).unwrap_or("");
+    let Some(m) = judge_message(&judge.inbound, &judge.cfg, req, last).await else { return "DUNNO".into() };
+    let refusing = !(m.action.starts_with("PREPEND") || m.action == "DUNNO");
+    if refusing {
+        return m.action.clone();
+    }
+    if get("protocol_state").eq_ignore_ascii_case("RCPT") && judge.greylisting.enabled && !m.exempt {
+        let ip = mx6_policy::prefix::canonical(get("client_address").parse::<IpAddr>().expect("checked by judge_message"));
+        let p = crate::greylisting::Presented {
+            ip,
+            spf_pass_domain: m.spf_pass_domain.as_deref(),
+            confirmed_name: m.confirmed_name.as_deref(),
+            sender: get("sender"),
+            rcpt: get("recipient"),
+        };
+        let family = mx6_policy::Family::of(ip).as_str();
+        match judge.greylisting.check(&judge.state, &p).await {
+            Ok((outcome, identity)) => {
+                tracing::info!(client = %ip, family, result = outcome.as_str(), identity = %identity, sender = get("sender"), recipient = get("recipient"), "policyd greylist");
+                if let mx6_store::Outcome::New { retry_in } | mx6_store::Outcome::Early { retry_in } = outcome {
+                    let r = mx6_smtp::reply::greylisted(retry_in.div_ceil(1000));
+                    return format!("DEFER_IF_PERMIT {} {}", r.status, r.text());
+                }
+            }
+            Err(_) => {
+                let r = mx6_smtp::reply::state_unavailable();
+                return format!("DEFER_IF_PERMIT {} {}", r.status, r.text());
+            }
+        }
+    }
+    if m.action.starts_with("PREPEND") {
+        if m.prepended {
+            return "DUNNO".into();
+        }
+        m.prepended = true;
+    }
+    m.action.clone()
+}
+
+/// The inbound verdict for the message of this request, evaluated once per
+/// `instance`; `None` when the request is not one policyd judges.
+async fn judge_message<'a>(inbound: &Inbound, cfg: &Config, req: &Request, last: &'a mut Option<Message>) -> Option<&'a mut Message> {
     let get = |k: &str| req.get(k).map(String::as_str).unwrap_or("");
     if get("request") != "smtpd_access_policy" {
-        return "DUNNO".into();
+        return None;
     }
     let state = get("protocol_state").to_ascii_uppercase();
     if state != "RCPT" && state != "MAIL" {
-        return "DUNNO".into();
+        return None;
     }
-    let Ok(ip) = get("client_address").parse::<IpAddr>() else { return "DUNNO".into() };
-    let ip = mx6_policy::prefix::canonical(ip);
-    // One evaluation per message: later recipients reuse it without a second PREPEND.
+    let ip = mx6_policy::prefix::canonical(get("client_address").parse::<IpAddr>().ok()?);
+    // One evaluation per message: later recipients reuse it.
     let instance = get("instance").to_string();
-    if let Some((inst, action)) = last.as_ref() {
-        if !instance.is_empty() && *inst == instance {
-            return if action.starts_with("PREPEND") { "DUNNO".into() } else { action.clone() };
-        }
+    if last.as_ref().is_some_and(|m| !instance.is_empty() && m.instance == instance) {
+        return last.as_mut();
     }
     let sender = get("sender");
     let domain = sender.rsplit_once('@').map(|(_, d)| d.to_string());
@@ -66,10 +134,14 @@ pub async fn decide(inbound: &Inbound, cfg: &Config, req: &Request, last: &mut O
         mynetworks: mx6_policy::prefix::contains_any(&cfg.relay.mynetworks, ip),
         sender_domain: domain.as_deref(),
     };
-    let action = if inbound.policy.exempt(&client) {
+    let mut m = Message { instance, ..Default::default() };
+    m.action = if inbound.policy.exempt(&client) {
+        m.exempt = true;
         "DUNNO".to_string()
     } else {
         let facts = inbound.resolver.client_facts(ip, &inbound.sites).await;
+        m.exempt = facts.dnsbl.allowlisted;
+        m.confirmed_name = facts.confirmed_name.clone();
         let helo = get("helo_name");
         let (verdict, txn) = check_mail(inbound, &client, &facts, helo, sender).await;
         match verdict {
@@ -79,6 +151,10 @@ pub async fn decide(inbound: &Inbound, cfg: &Config, req: &Request, last: &mut O
                 format!("{verb} {} {}", reply.status, reply.text())
             }
             _ => {
+                m.spf_pass_domain = txn
+                    .as_ref()
+                    .filter(|t| t.spf.facts.result == mx6_policy::inbound::AuthResult::Pass)
+                    .map(|t| t.spf.facts.domain.clone());
                 let spf = txn.as_ref().map(|t| (&t.spf.facts, sender, helo));
                 let h = mx6_auth::results(&mx6_auth::ResultsInput {
                     authserv_id: &cfg.hostname,
@@ -93,12 +169,12 @@ pub async fn decide(inbound: &Inbound, cfg: &Config, req: &Request, last: &mut O
             }
         }
     };
-    *last = Some((instance, action.clone()));
-    action
+    *last = Some(m);
+    last.as_mut()
 }
 
 /// Serve one client connection: requests until it closes.
-pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, inbound: Arc<Inbound>, cfg: Arc<Config>) {
+pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, judge: Arc<Judge>) {
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::new(r);
     let mut last = None;
@@ -121,7 +197,7 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, inbound: A
                 req.insert(k.to_string(), v.to_string());
             }
         }
-        let action = decide(&inbound, &cfg, &req, &mut last).await;
+        let action = decide(&judge, &req, &mut last).await;
         if w.write_all(format!("action={action}\n\n").as_bytes()).await.is_err() {
             return;
         }
@@ -129,12 +205,8 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, inbound: A
 }
 
 /// Serve connections from `accept` until `stop` resolves.
-async fn accept_loop<S, F, Fut>(
-    mut accept: F,
-    inbound: &Arc<Inbound>,
-    cfg: &Arc<Config>,
-    mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-) where
+async fn accept_loop<S, F, Fut>(mut accept: F, judge: &Arc<Judge>, mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::io::Result<S>>,
@@ -142,7 +214,7 @@ async fn accept_loop<S, F, Fut>(
     loop {
         tokio::select! {
             a = accept() => if let Ok(s) = a {
-                tokio::spawn(connection(s, inbound.clone(), cfg.clone()));
+                tokio::spawn(connection(s, judge.clone()));
             },
             _ = &mut stop => break,
         }
@@ -151,15 +223,18 @@ async fn accept_loop<S, F, Fut>(
 
 /// Run until `stop` resolves.
 pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), PolicydError> {
-    let cfg = Arc::new(cfg);
-    let inbound = Arc::new(Inbound::new(&cfg)?);
-    let listen = cfg.policyd.listen.clone();
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let state = Arc::new(crate::state::State::open(&cfg, metrics)?);
+    let (stop_saver, saver_stop) = tokio::sync::watch::channel(false);
+    let saver = tokio::spawn(state.clone().saver(Duration::from_secs(10), saver_stop));
+    let judge = Arc::new(Judge { inbound: Inbound::new(&cfg)?, greylisting: crate::greylisting::Greylisting::new(&cfg), state, cfg });
+    let listen = judge.cfg.policyd.listen.clone();
     tokio::pin!(stop);
     if let Some(path) = listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
         let l = tokio::net::UnixListener::bind(path).map_err(|e| PolicydError::Listen(listen.clone(), e))?;
         tracing::info!(listen = %listen, "policyd ready");
-        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &inbound, &cfg, stop).await;
+        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &judge, stop).await;
         let _ = std::fs::remove_file(path);
     } else {
         let addr: std::net::SocketAddr = listen
@@ -167,8 +242,11 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
             .map_err(|_| PolicydError::Listen(listen.clone(), std::io::Error::other("expected [v6]:port, v4:port or unix:/path")))?;
         let l = crate::listener::bind(addr).map_err(|e| PolicydError::Listen(listen.clone(), e))?;
         tracing::info!(listen = %listen, "policyd ready");
-        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &inbound, &cfg, stop).await;
+        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &judge, stop).await;
     }
+    let _ = stop_saver.send(true);
+    let _ = saver.await;
+    judge.state.save();
     tracing::info!("policyd stopped");
     Ok(())
 }

@@ -401,7 +401,6 @@ async fn admit(
     conn: &mut Conn,
     listener: &ListenerConfig,
 ) -> Option<(crate::rate_limits::ConnGuard, Vec<u8>)> {
-    let refuse = |r: reply::Reply| r.to_bytes();
     if ctx.tracked {
         let (standing, scores) = shared.reputation.standing(&shared.state, ctx.client).await;
         ctx.reputation = standing;
@@ -413,14 +412,14 @@ async fn admit(
         Ok(g) => g,
         Err(stop) => {
             let r = ctx.stopped(shared, "connect", stop, |p| reply::rate_limited_connect(&hostname, p)).await;
-            let _ = conn.write_all(&refuse(r)).await;
+            let _ = conn.write_all(&r.to_bytes()).await;
             return None;
         }
     };
     if matches!(conn, Conn::Tls(_)) {
         if let Err(stop) = shared.limits.count(&shared.state, Kind::TlsSessions, &ctx.asker).await {
             let r = ctx.stopped(shared, "connect", stop, |p| reply::rate_limited_connect(&hostname, p)).await;
-            let _ = conn.write_all(&refuse(r)).await;
+            let _ = conn.write_all(&r.to_bytes()).await;
             return None;
         }
     }
@@ -436,10 +435,9 @@ async fn admit(
             ctx.record(shared, RepEvent::EarlyTalker).await;
             if p.action == crate::config::PregreetAction::Refuse {
                 ctx.rejected(shared, "connect", "early_talker", format_args!("spoke before the greeting ended: \"{shown}\""));
-                let _ = conn.write_all(&refuse(reply::early_talker())).await;
+                let _ = conn.write_all(&reply::early_talker().to_bytes()).await;
                 return None;
             }
-            shared.metrics.reject(ctx.family.as_str(), "connect", "early_talker");
             tracing::info!(session = %ctx.id, client = %ctx.client, family = ctx.family.as_str(), "early talker (logged only): \"{shown}\"");
             Some((guard, bytes))
         }

@@ -75,6 +75,17 @@ impl ConnGuard {
     pub fn none() -> ConnGuard {
         ConnGuard { state: None, keys: Vec::new() }
     }
+
+    /// Give the counts back now (a refused connection), so the next
+    /// connection from the prefix never sees them.
+    async fn release(mut self) {
+        if let Some(state) = self.state.take() {
+            let now = mx6_store::now_ms();
+            for k in std::mem::take(&mut self.keys) {
+                let _ = state.concurrent(&k, -1, now).await;
+            }
+        }
+    }
 }
 
 impl Drop for ConnGuard {
@@ -124,23 +135,43 @@ impl RateLimits {
         let now = mx6_store::now_ms();
         let mut guard = ConnGuard { state: Some(state.clone()), keys: Vec::new() };
         let mut first: Option<Hit> = None;
+        // Each prefix is counted once, even when several rules share its level.
+        let mut counts: Vec<(String, i64)> = Vec::new();
         for (r, p) in self.applicable(Kind::Connections, a) {
             let key = format!("cc|{p}");
-            if guard.keys.contains(&key) {
-                continue;
-            }
-            let n = state.concurrent(&key, 1, now).await?;
-            guard.keys.push(key);
+            let n = match counts.iter().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n,
+                None => match state.concurrent(&key, 1, now).await {
+                    Ok(n) => {
+                        guard.keys.push(key.clone());
+                        counts.push((key, n));
+                        n
+                    }
+                    Err(e) => {
+                        guard.release().await;
+                        return Err(e.into());
+                    }
+                },
+            };
             let max = r.limit_for(a.bad, self.bad_limit_factor);
             if n as u64 > max && first.is_none() {
                 first = Some(Hit { limit: r.kind.as_str(), prefix: p, count: n as u64, max, tarpit: r.tarpit });
             }
         }
         if first.is_none() {
-            first = self.count_rules(state, Kind::ConnectionRate, a, now).await?;
+            match self.count_rules(state, Kind::ConnectionRate, a, now).await {
+                Ok(h) => first = h,
+                Err(e) => {
+                    guard.release().await;
+                    return Err(e.into());
+                }
+            }
         }
         match first {
-            Some(hit) => Err(self.hit(state, a, hit).await),
+            Some(hit) => {
+                guard.release().await;
+                Err(self.hit(state, a, hit).await)
+            }
             None => Ok(guard),
         }
     }

@@ -36,6 +36,14 @@ impl Greylisting {
         Greylisting { enabled: g.enabled, times: g.times(), v6: g.ipv6_prefix, v4: g.ipv4_prefix, auto_allowlist: g.auto_allowlist }
     }
 
+    /// The 451 for an outcome that refuses (new, early), with the retry hint.
+    pub fn refusal(outcome: Outcome) -> Option<mx6_smtp::reply::Reply> {
+        match outcome {
+            Outcome::New { retry_in } | Outcome::Early { retry_in } => Some(mx6_smtp::reply::greylisted(retry_in.div_ceil(1000))),
+            _ => None,
+        }
+    }
+
     /// One attempt; returns the outcome and the identity that decided.
     pub async fn check(&self, state: &State, p: &Presented<'_>) -> Result<(Outcome, Identity), Unavailable> {
         let id = Identity::of(p.ip, p.spf_pass_domain, p.confirmed_name, self.v6, self.v4);

@@ -89,8 +89,7 @@ pub async fn decide(judge: &Judge, req: &Request, last: &mut Option<Message>) ->
         match judge.greylisting.check(&judge.state, &p).await {
             Ok((outcome, identity)) => {
                 tracing::info!(client = %ip, family, result = outcome.as_str(), identity = %identity, sender = get("sender"), recipient = get("recipient"), "policyd greylist");
-                if let mx6_store::Outcome::New { retry_in } | mx6_store::Outcome::Early { retry_in } = outcome {
-                    let r = mx6_smtp::reply::greylisted(retry_in.div_ceil(1000));
+                if let Some(r) = crate::greylisting::Greylisting::refusal(outcome) {
                     return format!("DEFER_IF_PERMIT {} {}", r.status, r.text());
                 }
             }

@@ -484,23 +484,14 @@ async fn greylist(ctx: &mut Ctx, shared: &Arc<Shared>, rcpt: &str, from: &mx6_sm
                 ctx.greylist = outcome.as_str();
             }
             tracing::info!(session = %ctx.id, client = %ctx.client, family = fam, result = outcome.as_str(), identity = %identity, from = %format!("<{sender}>"), to = %format!("<{rcpt}>"), "greylist");
-            match outcome {
-                mx6_store::Outcome::New { retry_in } | mx6_store::Outcome::Early { retry_in } => {
-                    let r = reply::greylisted(retry_in.div_ceil(1000));
-                    ctx.rejected(
-                        shared,
-                        "rcpt",
-                        "greylisted",
-                        format_args!("{} identity={identity} from=<{sender}> to=<{rcpt}>", r.text()),
-                    );
-                    Some(r)
-                }
-                mx6_store::Outcome::Passed { first: true } => {
-                    ctx.record(shared, RepEvent::GreylistPassed).await;
-                    None
-                }
-                _ => None,
+            if let Some(r) = crate::greylisting::Greylisting::refusal(outcome) {
+                ctx.rejected(shared, "rcpt", "greylisted", format_args!("{} identity={identity} from=<{sender}> to=<{rcpt}>", r.text()));
+                return Some(r);
             }
+            if outcome == (mx6_store::Outcome::Passed { first: true }) {
+                ctx.record(shared, RepEvent::GreylistPassed).await;
+            }
+            None
         }
         Err(_) => Some(ctx.stopped(shared, "rcpt", Stop::Unavailable, |_| reply::state_unavailable()).await),
     }

@@ -178,10 +178,11 @@ impl StateStore for Embedded {
     }
 
     async fn peek(&self, key: &str, now: u64) -> Result<u64> {
-        Ok(self.with(|m| match m.get(key) {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match g.map.get(key) {
             Some(s @ Slot { val: Val::Count(n), .. }) if s.live(now) => (*n).max(0) as u64,
             _ => 0,
-        }))
+        })
     }
 
     async fn concurrent(&self, key: &str, delta: i64, _now: u64) -> Result<i64> {

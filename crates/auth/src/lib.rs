@@ -26,7 +26,7 @@ use mail_auth::{
 };
 use mx6_policy::inbound::{AuthResult, DmarcPolicy, MessageFacts, SpfFacts};
 
-pub use results::{remove_fields, results, strip_forged, DkimSummary, ResultsInput};
+pub use results::{results, strip_forged, DkimSummary, ResultsInput};
 
 /// SPF facts plus what DMARC needs later.
 #[derive(Debug, Clone)]

@@ -128,63 +128,14 @@ fn base64_prefix(b: &[u8]) -> String {
 /// Remove Authentication-Results fields whose authserv-id is ours. Returns
 /// `None` when there was nothing to remove.
 pub fn strip_forged(data: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
-    remove_fields(data, |field| is_ours(field, authserv_id))
+    mx6_message::remove_fields(data, |field| is_ours(field, authserv_id))
 }
 
-/// Remove the header fields (a line with its continuation lines) for which
-/// `gone` is true. Returns `None` when there was nothing to remove.
-pub fn remove_fields(data: &[u8], gone: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
-    let header_end = find_header_end(data);
-    let mut out: Vec<u8> = Vec::with_capacity(data.len());
-    let mut removed = false;
-    let mut pos = 0;
-    while pos < header_end {
-        // One field: a line plus its continuation lines.
-        let mut end = next_line(data, pos);
-        while end < header_end && matches!(data.get(end), Some(b' ' | b'\t')) {
-            end = next_line(data, end);
-        }
-        let field = &data[pos..end];
-        if gone(field) {
-            removed = true;
-        } else {
-            out.extend_from_slice(field);
-        }
-        pos = end;
-    }
-    if !removed {
-        return None;
-    }
-    out.extend_from_slice(&data[header_end..]);
-    Some(out)
-}
-
-fn next_line(data: &[u8], from: usize) -> usize {
-    memchr_nl(&data[from..]).map(|i| from + i + 1).unwrap_or(data.len())
-}
-
-fn memchr_nl(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
-}
-
-/// Offset just past the header section (at the empty line), or the end.
-fn find_header_end(data: &[u8]) -> usize {
-    let mut pos = 0;
-    while pos < data.len() {
-        if data[pos..].starts_with(b"\r\n") || data[pos..].starts_with(b"\n") {
-            return pos;
-        }
-        pos = next_line(data, pos);
-    }
-    data.len()
-}
-
-fn is_ours(field: &[u8], authserv_id: &str) -> bool {
-    let Some(colon) = field.iter().position(|&c| c == b':') else { return false };
-    if !field[..colon].trim_ascii().eq_ignore_ascii_case(b"authentication-results") {
+fn is_ours(field: &mx6_message::Field<'_>, authserv_id: &str) -> bool {
+    if !field.is("authentication-results") {
         return false;
     }
-    let value = String::from_utf8_lossy(&field[colon + 1..]);
+    let value = String::from_utf8_lossy(field.value());
     // Drop CFWS comments before the authserv-id.
     let mut v = value.trim_start();
     while let Some(rest) = v.strip_prefix('(') {

@@ -14,6 +14,31 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::inbound::{Client, InboundPolicy};
+use crate::reputation::Standing;
+
+/// Whether greylisting looks at this client at all: authenticated clients
+/// and `mynetworks` send their own mail and are never greylisted.
+pub fn applies(c: &Client<'_>) -> bool {
+    !c.authenticated && !c.mynetworks
+}
+
+/// Why a client that greylisting applies to is let through without a
+/// triplet, if it is: the inbound allowlists (`allowlist`), a DNS allowlist
+/// hit (`dnswl`) or a good prefix reputation (`reputation`). The one rule for
+/// `mx6 serve` and `mx6 policyd`.
+pub fn exemption(policy: &InboundPolicy, c: &Client<'_>, dnswl: bool, standing: Standing) -> Option<&'static str> {
+    if policy.exempt(c) {
+        Some("allowlist")
+    } else if dnswl {
+        Some("dnswl")
+    } else if standing == Standing::Good {
+        Some("reputation")
+    } else {
+        None
+    }
+}
+
 /// Timings in seconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Times {
@@ -186,6 +211,22 @@ pub fn registered_domain(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exemptions() {
+        let policy = InboundPolicy { allow_sender_domains: vec!["partner.example".into()], ..Default::default() };
+        let c = |d: Option<&'static str>| Client {
+            ip: "2001:db8::1".parse().unwrap(),
+            authenticated: false,
+            mynetworks: false,
+            sender_domain: d,
+        };
+        assert_eq!(exemption(&policy, &c(Some("a.partner.example")), false, Standing::Neutral), Some("allowlist"));
+        assert_eq!(exemption(&policy, &c(Some("x.example")), true, Standing::Bad), Some("dnswl"));
+        assert_eq!(exemption(&policy, &c(Some("x.example")), false, Standing::Good), Some("reputation"));
+        assert_eq!(exemption(&policy, &c(None), false, Standing::Neutral), None);
+        assert!(!applies(&Client { authenticated: true, ..c(None) }) && applies(&c(None)));
+    }
 
     const T: Times = Times { delay: 300, retry_window: 3600, lifetime: 86400 };
 

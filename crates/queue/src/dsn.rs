@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 /// One recipient that failed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub recipient: String,
     /// RFC 3463 status, e.g. `5.1.1`.
@@ -30,14 +30,6 @@ pub struct Original<'a> {
 
 fn rfc2822(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default().to_rfc2822()
-}
-
-/// The header section of `message`, CRLF-terminated.
-fn headers(message: &[u8]) -> &[u8] {
-    match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(p) => &message[..p + 2],
-        None => message,
-    }
 }
 
 /// Strip anything that could break a header or a DSN field line.
@@ -99,7 +91,7 @@ pub fn bounce(reporting_mta: &str, original: &Original<'_>, failures: &[Failure]
     }
     let _ = write!(m, "\r\n--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n");
     let mut out = m.into_bytes();
-    out.extend_from_slice(headers(original.message));
+    out.extend_from_slice(mx6_message::header_section(original.message));
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
 }

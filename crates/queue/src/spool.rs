@@ -157,6 +157,13 @@ impl SpoolHandle {
         rx.await.map_err(|_| SpoolError::Stopped)?.map_err(|e| SpoolError::Io(io::Error::other(e)))
     }
 
+    /// [`SpoolHandle::done`] for callers outside an async runtime (the CLI).
+    pub fn done_blocking(&self, entries: Vec<DoneEntry>) -> Result<(), SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Done { entries, reply }).map_err(|_| SpoolError::Stopped)?;
+        rx.blocking_recv().map_err(|_| SpoolError::Stopped)?.map_err(|e| SpoolError::Io(io::Error::other(e)))
+    }
+
     /// Read a message body back (blocking; usually served from the page cache).
     pub fn read_body(&self, loc: &Location) -> io::Result<Vec<u8>> {
         read_body(&self.dir, loc)

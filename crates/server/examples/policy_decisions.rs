@@ -14,13 +14,13 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use mx6_config::Config;
 use mx6_policy::ratelimit::{Kind, Standing};
 use mx6_policy::reputation::Event;
-use mx6_server::config::Config;
-use mx6_server::greylisting::{Greylisting, Presented};
-use mx6_server::rate_limits::{Asker, RateLimits};
-use mx6_server::reputation::Reputation;
-use mx6_server::state::State;
+use mx6_server::checks::greylisting::{Greylisting, Presented};
+use mx6_server::checks::rate_limits::{Asker, RateLimits};
+use mx6_server::checks::reputation::Reputation;
+use mx6_server::checks::state::{self, State};
 
 fn main() {
     let backend = std::env::args().nth(1).unwrap_or_else(|| "embedded".into());
@@ -60,11 +60,13 @@ limit = 100000000
     let cfg = Config::parse(&text, "bench").expect("bench config");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
-        let metrics = Arc::new(mx6_server::metrics::Metrics::new());
-        let state = Arc::new(State::open(&cfg, metrics.clone()).expect("store"));
-        let limits = Arc::new(RateLimits::new(cfg.ratelimit_rules(), cfg.escalation(), 0.5, metrics));
-        let grey = Arc::new(Greylisting::new(&cfg));
-        let rep = Arc::new(Reputation::new(&cfg, mx6_server::state::levels(&cfg)));
+        let metrics = Arc::new(mx6_server::admin::metrics::Metrics::new());
+        let state = Arc::new(State::open(&cfg.store, &cfg.data_dir, metrics.clone()).expect("store"));
+        let escalation = cfg.ratelimit_escalation.escalation();
+        let levels = state::levels(&cfg.ratelimit_rules(), &cfg.greylist, &escalation);
+        let limits = Arc::new(RateLimits::new(cfg.ratelimit_rules(), escalation, 0.5, metrics));
+        let grey = Arc::new(Greylisting::new(&cfg.greylist));
+        let rep = Arc::new(Reputation::new(&cfg.reputation, levels));
         let start = Instant::now();
         let mut handles = Vec::new();
         for t in 0..tasks {

@@ -1,0 +1,133 @@
+//! Outbound and queue sections: `[delivery]`, `[queue]`, `[[dkim]]`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::units::{duration, optional_ipv4, optional_ipv6};
+
+/// One DKIM signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    pub domain: String,
+    pub selector: String,
+    /// Relative to data_dir; default `dkim/<domain>.<selector>.key`.
+    #[serde(default)]
+    pub key: String,
+}
+
+impl DkimConfig {
+    pub fn key_path(&self, data_dir: &Path) -> PathBuf {
+        if self.key.is_empty() {
+            data_dir.join("dkim").join(format!("{}.{}.key", self.domain, self.selector))
+        } else {
+            data_dir.join(&self.key)
+        }
+    }
+}
+
+/// Outbound delivery (`[delivery]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// `host:port`, `[host]:port` (no MX lookup) or `[2001:db8::1]:587`; empty = MX delivery.
+    #[serde(deserialize_with = "relayhost")]
+    pub relayhost: Option<mx6_delivery::remote::Relayhost>,
+    /// AUTH credentials for the relayhost (sent only inside TLS).
+    pub relayhost_username: String,
+    pub relayhost_password: String,
+    /// Remote SMTP port for MX delivery.
+    pub port: u16,
+    #[serde(deserialize_with = "optional_ipv6")]
+    pub bind_ipv6: Option<std::net::Ipv6Addr>,
+    #[serde(deserialize_with = "optional_ipv4")]
+    pub bind_ipv4: Option<std::net::Ipv4Addr>,
+    #[serde(deserialize_with = "preference")]
+    pub address_preference: mx6_delivery::remote::AddressPreference,
+    /// Outbound sessions at once, all destinations together.
+    pub concurrency: usize,
+    /// Outbound sessions at once to one destination domain.
+    pub destination_concurrency: usize,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            relayhost: None,
+            relayhost_username: String::new(),
+            relayhost_password: String::new(),
+            port: 25,
+            bind_ipv6: None,
+            bind_ipv4: None,
+            address_preference: mx6_delivery::remote::AddressPreference::HappyEyeballs,
+            concurrency: 100,
+            destination_concurrency: 10,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn remote(&self, hostname: &str) -> mx6_delivery::remote::RemoteConfig {
+        let mut r = mx6_delivery::remote::RemoteConfig::new(hostname);
+        r.port = self.port;
+        r.relayhost = self.relayhost.clone();
+        r.auth = (!self.relayhost_username.is_empty()).then(|| (self.relayhost_username.clone(), self.relayhost_password.clone()));
+        r.bind_ipv6 = self.bind_ipv6;
+        r.bind_ipv4 = self.bind_ipv4;
+        r.preference = self.address_preference;
+        r.connect_timeout = self.connect_timeout;
+        r
+    }
+}
+
+fn relayhost<'de, D: Deserializer<'de>>(d: D) -> Result<Option<mx6_delivery::remote::Relayhost>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    mx6_delivery::remote::Relayhost::parse(&s).map(Some).map_err(de::Error::custom)
+}
+
+fn preference<'de, D: Deserializer<'de>>(d: D) -> Result<mx6_delivery::remote::AddressPreference, D::Error> {
+    use mx6_delivery::remote::AddressPreference as P;
+    let s = String::deserialize(d)?;
+    Ok(match s.as_str() {
+        "happy-eyeballs" => P::HappyEyeballs,
+        "ipv6-first" => P::Ipv6First,
+        "ipv4-first" => P::Ipv4First,
+        "ipv6-only" => P::Ipv6Only,
+        "ipv4-only" => P::Ipv4Only,
+        _ => {
+            return Err(de::Error::custom(format!(
+                "unknown `{s}`; expected happy-eyeballs, ipv6-first, ipv4-first, ipv6-only or ipv4-only"
+            )))
+        }
+    })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    #[serde(deserialize_with = "duration")]
+    pub retry_initial: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            retry_initial: Duration::from_secs(300),
+            retry_max: Duration::from_secs(4 * 3600),
+            max_age: Duration::from_secs(5 * 86400),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Content filters at end of data: milters and SpamAssassin's spamd.
+//!
+//! - [`chain`]: the filters in order and what their verdicts do;
+//! - [`milter`]: one milter conversation (Sendmail milter protocol v6);
+//! - [`spamd`]: one spamd scan (SPAMC/1.5);
+//! - [`reroute`]: routing the recipients a milter added;
+//! - [`message`]: the origin, envelope and verdict they share;
+//! - [`stream`]: connecting to a filter (TCP or unix socket).
+
+pub mod chain;
+pub mod message;
+pub mod milter;
+pub mod reroute;
+pub mod spamd;
+pub mod stream;

@@ -1,0 +1,21 @@
+//! The client side of the control socket, for `mx6 queue` and `mx6 state`.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use crate::control::protocol::{socket_path, Request, Response};
+
+/// Ask the running server; `None` when none answers on the socket.
+pub fn request(data_dir: &Path, req: &Request) -> Option<Result<Response, String>> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket_path(data_dir)).ok()?;
+    let mut line = serde_json::to_string(req).unwrap_or_default();
+    line.push('\n');
+    if let Err(e) = s.write_all(line.as_bytes()) {
+        return Some(Err(e.to_string()));
+    }
+    let mut resp = String::new();
+    if let Err(e) = std::io::BufReader::new(s).read_line(&mut resp) {
+        return Some(Err(e.to_string()));
+    }
+    Some(serde_json::from_str(&resp).map_err(|e| e.to_string()))
+}

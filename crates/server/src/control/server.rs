@@ -1,0 +1,119 @@
+//! The control socket `data_dir/control.sock` (mode 0600: root and the mx6
+//! user only) served by `mx6 serve`: queue requests go to the queue
+//! registry, state requests to the state store.
+//!
+//! Defends against: oversized requests (64 KiB), unknown operations (an error
+//! response, never a panic).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mx6_queue::ops::Action;
+use mx6_queue::SpoolHandle;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+use crate::checks::state::State;
+use crate::control::protocol::{Request, Response};
+use crate::queue::registry::Registry;
+
+/// What the control socket acts on.
+pub struct Control {
+    pub registry: Arc<Registry>,
+    pub spool: SpoolHandle,
+    pub state: Arc<State>,
+    /// Reputation half-life (ms), for showing decayed scores.
+    pub half_life: u64,
+}
+
+pub async fn serve(path: PathBuf, control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+    let _ = std::fs::remove_file(&path);
+    let l = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "control socket unavailable; `mx6 queue` works on the stopped server only");
+            return;
+        }
+    };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    loop {
+        tokio::select! {
+            a = l.accept() => if let Ok((s, _)) = a {
+                let c = control.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = s.into_split();
+                    let mut line = String::new();
+                    if BufReader::new(r.take(64 * 1024)).read_line(&mut line).await.is_err() {
+                        return;
+                    }
+                    let resp = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => c.handle(req).await,
+                        Err(e) => Response::error(format!("bad request: {e}")),
+                    };
+                    let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+                    out.push(b'\n');
+                    let _ = w.write_all(&out).await;
+                });
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+impl Control {
+    pub async fn handle(&self, req: Request) -> Response {
+        let reg = &self.registry;
+        let act = |action, id: Option<&str>| match reg.act(action, id) {
+            Ok(n) => Response { ok: true, affected: n, ..Default::default() },
+            Err(e) => Response::error(e),
+        };
+        match req {
+            Request::Hold { id } => act(Action::Hold, Some(&id)),
+            Request::Release { id } => act(Action::Release, Some(&id)),
+            Request::Delete { id } => act(Action::Delete, Some(&id)),
+            Request::Flush => act(Action::Flush, None),
+            Request::List => Response { ok: true, messages: reg.list(), ..Default::default() },
+            Request::Show { id } => {
+                let Some(m) = reg.list().into_iter().find(|m| m.id == id) else {
+                    return Response::error(format!("{id}: no such message in the queue"));
+                };
+                let headers = match reg.location(&id) {
+                    Some(loc) => {
+                        let sp = self.spool.clone();
+                        tokio::task::spawn_blocking(move || sp.read_body(&loc))
+                            .await
+                            .ok()
+                            .and_then(|r| r.ok())
+                            .map(|b| String::from_utf8_lossy(mx6_message::header_section(&b)).into_owned())
+                            .unwrap_or_default()
+                    }
+                    None => String::new(),
+                };
+                Response { ok: true, messages: vec![m], headers, ..Default::default() }
+            }
+            Request::StateShow { parts } => self.state(parts, false).await,
+            Request::StateClear { parts } => self.state(parts, true).await,
+        }
+    }
+
+    /// `mx6 state show|clear` on the running server's store.
+    async fn state(&self, parts: Vec<String>, clear: bool) -> Response {
+        let now = mx6_store::now_ms();
+        let mut resp = Response { ok: true, ..Default::default() };
+        for part in parts {
+            let r = if clear {
+                self.state.clear(&part).await.map(|n| resp.affected += n as usize)
+            } else {
+                self.state.show(&part, now, self.half_life).await.map(|v| resp.state.push((part.clone(), v)))
+            };
+            if let Err(e) = r {
+                return Response::error(e.to_string());
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,117 @@
+//! `mx6 policyd`: the policy delegation server on `policyd.listen` (TCP or a
+//! unix socket), composed from the same checks and store as `mx6 serve`.
+//!
+//! Defends against: clients that stall (a 300 s read timeout), oversized
+//! requests ([`crate::policyd::protocol`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mx6_config::Config;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::admin::metrics::Metrics;
+use crate::checks::greylisting::Greylisting;
+use crate::checks::inbound::Inbound;
+use crate::checks::reputation::Reputation;
+use crate::checks::state::{self, State};
+use crate::policyd::judge::{decide, Judge};
+use crate::policyd::protocol::{answer, Reader, MAX_LINE};
+
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicydError {
+    #[error("policyd.listen {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("DNS resolver: {0}")]
+    Dns(#[from] mx6_dns::Error),
+    #[error("state store: {0}")]
+    Store(#[from] mx6_store::StoreError),
+}
+
+/// Serve one client connection: requests until it closes.
+pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, judge: Arc<Judge>) {
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    let mut last = None;
+    let mut reader = Reader::default();
+    loop {
+        let mut line = String::new();
+        let n = match tokio::time::timeout(READ_TIMEOUT, (&mut r).take(MAX_LINE as u64 + 1).read_line(&mut line)).await {
+            Ok(Ok(n)) => n,
+            _ => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let req = match reader.line(&line) {
+            Ok(Some(req)) => req,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::info!(error = %e, "policyd: connection closed");
+                return;
+            }
+        };
+        let action = decide(&judge, &req, &mut last).await;
+        if w.write_all(answer(&action).as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serve connections from `accept` until `stop` resolves.
+async fn accept_loop<S, F, Fut>(mut accept: F, judge: &Arc<Judge>, mut stop: std::pin::Pin<&mut impl Future<Output = ()>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::io::Result<S>>,
+{
+    loop {
+        tokio::select! {
+            a = accept() => if let Ok(s) = a {
+                tokio::spawn(connection(s, judge.clone()));
+            },
+            _ = &mut stop => break,
+        }
+    }
+}
+
+/// Run until `stop` resolves.
+pub async fn serve(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), PolicydError> {
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(State::open(&cfg.store, &cfg.data_dir, metrics)?);
+    let (stop_saver, saver_stop) = tokio::sync::watch::channel(false);
+    let saver = tokio::spawn(state.clone().saver(Duration::from_secs(10), saver_stop));
+    let levels = state::levels(&cfg.ratelimit_rules(), &cfg.greylist, &cfg.ratelimit_escalation.escalation());
+    let judge = Arc::new(Judge {
+        inbound: Inbound::new(&cfg.dns, &cfg.policy, &cfg.dnsbl, &cfg.hostname)?,
+        hostname: cfg.hostname.clone(),
+        mynetworks: cfg.relay.mynetworks.clone(),
+        greylisting: Greylisting::new(&cfg.greylist),
+        reputation: Reputation::new(&cfg.reputation, levels),
+        state,
+    });
+    let listen = cfg.policyd.listen.clone();
+    tokio::pin!(stop);
+    if let Some(path) = listen.strip_prefix("unix:") {
+        let _ = std::fs::remove_file(path);
+        let l = tokio::net::UnixListener::bind(path).map_err(|e| PolicydError::Listen(listen.clone(), e))?;
+        tracing::info!(listen = %listen, "policyd ready");
+        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &judge, stop).await;
+        let _ = std::fs::remove_file(path);
+    } else {
+        let addr: std::net::SocketAddr = listen
+            .parse()
+            .map_err(|_| PolicydError::Listen(listen.clone(), std::io::Error::other("expected [v6]:port, v4:port or unix:/path")))?;
+        let l = crate::net::listener::bind(addr).map_err(|e| PolicydError::Listen(listen.clone(), e))?;
+        tracing::info!(listen = %listen, "policyd ready");
+        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &judge, stop).await;
+    }
+    let _ = stop_saver.send(true);
+    let _ = saver.await;
+    judge.state.save();
+    tracing::info!("policyd stopped");
+    Ok(())
+}

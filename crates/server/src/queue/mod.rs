@@ -1,0 +1,20 @@
+//! The queue of a running server: everything between "250 queued" and the
+//! last recipient's outcome.
+//!
+//! - [`manager`]: takes committed messages and runs delivery batches;
+//! - [`local`]: Maildir delivery with group commit;
+//! - [`remote`]: SMTP and LMTP delivery, grouped by destination;
+//! - [`outcome`]: what an attempt means per recipient (pure);
+//! - [`bounce`]: RFC 3464 reports to the sender;
+//! - [`context`]: what they share, the job, the retry wait;
+//! - [`destinations`]: remote settings and session limits;
+//! - [`registry`]: what `mx6 queue` sees and does on the running queue.
+
+pub mod bounce;
+pub mod context;
+pub mod destinations;
+pub mod local;
+pub mod manager;
+pub mod outcome;
+pub mod registry;
+pub mod remote;

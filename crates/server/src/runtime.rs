@@ -1,0 +1,194 @@
+//! `mx6 serve`: the composition root. Builds every service from its config
+//! section, binds the listeners, drops root, starts the queue manager, the
+//! control socket, the admin endpoint and the state saver, then serves until
+//! told to stop and shuts down gracefully: stop accepting, let sessions finish
+//! the message they are sending (then 421), let deliveries in progress
+//! complete, save the state. Nothing imports this module but the binary.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mx6_config::{Config, LocalDelivery};
+use mx6_policy::Routing;
+use tokio::sync::{watch, Semaphore};
+
+use crate::admin::metrics::Metrics;
+use crate::checks::greylisting::Greylisting;
+use crate::checks::inbound::Inbound;
+use crate::checks::rate_limits::RateLimits;
+use crate::checks::reputation::Reputation;
+use crate::checks::state::{self, State};
+use crate::content_filter::chain::Filters;
+use crate::control::server::Control;
+use crate::net::listener::{self, Accepted, Gate};
+use crate::net::{privileges, tls};
+use crate::queue::destinations::Destinations;
+use crate::queue::manager::{QueueManager, Start};
+use crate::session::services::Services;
+use crate::users::UserDb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("data_dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("users file: {0}")]
+    Users(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("spool: {0}")]
+    Spool(#[from] mx6_queue::SpoolError),
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
+    #[error("DKIM key: {0}")]
+    Dkim(#[from] mx6_auth::sign::SignError),
+    #[error("DNS resolver: {0}")]
+    Dns(#[from] mx6_dns::Error),
+    #[error("state store: {0}")]
+    Store(#[from] mx6_store::StoreError),
+    #[error("listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+}
+
+/// Run the server until `stop` resolves, then shut down gracefully.
+pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+    raise_fd_limit(cfg.limits.sessions);
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
+    let mut bound = Vec::new();
+    for l in &cfg.listener {
+        let sock = listener::bind(l.address).map_err(|source| ServeError::Bind { address: l.address.to_string(), source })?;
+        tracing::info!(listener = %l.address, kind = l.kind.as_str(), proxy_protocol = l.proxy_protocol, "listening");
+        bound.push((sock, l.clone()));
+    }
+    let admin = match cfg.metrics.listen {
+        None => None,
+        Some(addr) => {
+            let l = listener::bind(addr).map_err(|source| ServeError::Bind { address: format!("{addr} (metrics.listen)"), source })?;
+            tracing::info!(listen = %addr, "metrics on /metrics, health on /healthz");
+            Some(l)
+        }
+    };
+    if !cfg.user.is_empty() {
+        privileges::drop_to(&cfg.user, &cfg.data_dir)?;
+    }
+    let users = UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
+    let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
+    let tls = Some(tls::server_config(&cfg.tls, &cfg.data_dir, &cfg.hostname)?);
+    let inbound = Arc::new(Inbound::new(&cfg.dns, &cfg.policy, &cfg.dnsbl, &cfg.hostname)?);
+    let mut dkim = Vec::new();
+    for d in &cfg.dkim {
+        let key = mx6_auth::sign::DkimKey::load(&d.domain, &d.selector, &d.key_path(&cfg.data_dir))?;
+        tracing::info!(domain = %key.domain, selector = %key.selector, algorithm = key.algorithm(), "DKIM signing key loaded");
+        dkim.push(key);
+    }
+    let (spool, recovered) = mx6_queue::spool::open(&cfg.path_in_data("spool"))?;
+    if !recovered.is_empty() {
+        tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(State::open(&cfg.store, &cfg.data_dir, metrics.clone())?);
+    let rules = cfg.ratelimit_rules();
+    let escalation = cfg.ratelimit_escalation.escalation();
+    let reputation = Reputation::new(&cfg.reputation, state::levels(&rules, &cfg.greylist, &escalation));
+    tracing::info!(backend = state.backend(), greylist = cfg.greylist.enabled, rules = rules.len(), "abuse-defense state ready");
+    let d = &cfg.delivery;
+    let lmtp = match &cfg.local.delivery {
+        LocalDelivery::Lmtp(t) => Some(t.clone()),
+        LocalDelivery::Maildir => None,
+    };
+    let destinations = Destinations::new(
+        inbound.resolver.clone(),
+        d.remote(&cfg.hostname),
+        d.concurrency,
+        d.destination_concurrency,
+        routing.local_domains.clone(),
+        lmtp,
+    );
+    let queue = QueueManager::start(Start {
+        queue: &cfg.queue,
+        local: &cfg.local,
+        data_dir: &cfg.data_dir,
+        hostname: &cfg.hostname,
+        spool: spool.clone(),
+        recovered,
+        metrics: metrics.clone(),
+        destinations,
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sessions = Arc::new(Semaphore::new(cfg.limits.sessions));
+    let services = Arc::new(Services {
+        hostname: cfg.hostname.clone(),
+        limits: cfg.limits.clone(),
+        submission: cfg.submission.clone(),
+        pregreet: cfg.pregreet.clone(),
+        routing,
+        users,
+        metrics: metrics.clone(),
+        state: state.clone(),
+        rate_limits: RateLimits::new(rules, escalation, cfg.reputation.bad_limit_factor, metrics.clone()),
+        greylisting: Greylisting::new(&cfg.greylist),
+        filters: Filters::new(&cfg.content_filter, &cfg.milter),
+        tls: tls.clone(),
+        spool: spool.clone(),
+        queue: queue.clone(),
+        inbound,
+        dkim,
+        shutdown: stop_rx.clone(),
+        session_seq: AtomicU64::new(1),
+        reputation,
+    });
+    let mut tasks = Vec::new();
+    if let Some(l) = admin {
+        tasks.push(tokio::spawn(crate::admin::http::serve(l, metrics.clone(), stop_rx.clone())));
+    }
+    let control =
+        Arc::new(Control { registry: queue.registry.clone(), spool, state: state.clone(), half_life: services.reputation.half_life() });
+    let socket = crate::control::protocol::socket_path(&cfg.data_dir);
+    tasks.push(tokio::spawn(crate::control::server::serve(socket, control, stop_rx.clone())));
+    tasks.push(tokio::spawn(state.clone().saver(Duration::from_secs(10), stop_rx.clone())));
+    let gate =
+        Arc::new(Gate { tls, sessions: sessions.clone(), metrics: metrics.clone(), hostname: cfg.hostname.clone(), shutdown: stop_rx });
+    for (sock, l) in bound {
+        let services = services.clone();
+        let handler = move |a: Accepted| {
+            let services = services.clone();
+            async move { crate::session::driver::run(a.conn, a.client, &a.listener, services).await }
+        };
+        tasks.push(tokio::spawn(listener::serve(sock, l, gate.clone(), handler)));
+    }
+    tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), "mx6 ready");
+    stop.await;
+    tracing::info!("shutting down: no new connections; finishing sessions");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Sessions finish their message, then get 421.
+    let all = cfg.limits.sessions as u32;
+    let _ = tokio::time::timeout(Duration::from_secs(30), sessions.acquire_many(all)).await;
+    queue.drain(Duration::from_secs(30)).await;
+    let st = state.clone();
+    let _ = tokio::task::spawn_blocking(move || st.save()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Each session needs a descriptor (two during delivery): raise the soft limit
+/// to the hard one, and say so when it is still below what `limits.sessions` asks.
+fn raise_fd_limit(sessions: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum });
+    }
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let want = sessions as u64 + 256;
+    if now < want {
+        tracing::warn!(
+            open_files = now,
+            wanted = want,
+            "the open-files limit is below limits.sessions; raise it (LimitNOFILE=) or lower limits.sessions"
+        );
+    }
+}

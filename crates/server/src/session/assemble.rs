@@ -1,0 +1,119 @@
+//! The message as mx6 stores it: our trace headers on top (Received, RFC 5321
+//! §4.4; Authentication-Results, RFC 8601; the `X-Mx6-Client` facts for
+//! content filters; `X-Mx6-Quarantine`), Date and Message-ID added to
+//! submissions that lack them (RFC 6409 §8.2, §8.3), forged copies of our own
+//! fields removed (RFC 8601 §5), and the DKIM signature (RFC 6376) for mail
+//! from our users and networks. Everything the client sent is kept as sent.
+
+use mx6_smtp::received::Received;
+use mx6_smtp::Envelope;
+
+use crate::checks::inbound::ClientCheck;
+use crate::session::context::{slog, Ctx};
+use crate::session::services::Services;
+
+/// The header lines end of data adds: our Authentication-Results, and
+/// whether the message goes to the Junk folder (and why).
+pub struct Checked {
+    pub results: String,
+    pub junk: Option<&'static str>,
+}
+
+/// RFC 6409 §8.2/§8.3: a submitted message without Date or Message-ID gets them.
+pub fn submission_headers(data: &[u8], queue_id: &str, hostname: &str) -> String {
+    let mut add = String::new();
+    if !mx6_message::has_field(data, "Date") {
+        add.push_str(&format!("Date: {}\r\n", chrono::Utc::now().to_rfc2822()));
+    }
+    if !mx6_message::has_field(data, "Message-ID") {
+        add.push_str(&format!("Message-ID: <{queue_id}@{hostname}>\r\n"));
+    }
+    add
+}
+
+/// What mx6 knows about the client's IPv6 position, for content filters and
+/// their rules (`deploy/spamassassin/mx6.cf`): family, prefix and aggregate,
+/// reverse DNS, reputation and greylisting.
+pub fn client_header(ctx: &Ctx, s: &Services) -> String {
+    let (agg, prefix) = s.rate_limits.escalation.prefixes(ctx.client);
+    let (iprev, ptr) = match &ctx.client_check {
+        ClientCheck::Ready(f) => {
+            (f.iprev.as_str(), f.confirmed_name.as_deref().or(f.ptr_names.first().map(|s| s.as_str())).unwrap_or("none"))
+        }
+        _ => ("none", "none"),
+    };
+    let score = ctx.rep_scores.first().copied().unwrap_or(0.0);
+    let history = if ctx.rep_scores.iter().all(|s| s.abs() < 0.01) { "none" } else { "known" };
+    format!(
+        "X-Mx6-Client: family={}; prefix={prefix}; agg={agg}; iprev={iprev}; ptr={ptr};\r\n\treputation={score:.2}; standing={}; history={history}; greylist={}\r\n",
+        ctx.family.as_str(),
+        ctx.reputation.as_str(),
+        ctx.greylist,
+    )
+}
+
+/// Our headers on top of the client's message, forged copies removed.
+pub fn message(ctx: &Ctx, s: &Services, env: &Envelope, checked: &Checked, queue_id: &str) -> Vec<u8> {
+    let single = (env.rcpts.len() == 1).then(|| env.rcpts[0].to_string());
+    let received = Received {
+        hide_client: env.auth.is_some() && s.submission.hide_client,
+        helo: &env.helo,
+        rdns: ctx.confirmed_name(),
+        client: ctx.client,
+        hostname: &s.hostname,
+        protocol: env.protocol,
+        queue_id,
+        tls: ctx.tls.as_deref(),
+        single_rcpt: single.as_deref(),
+        date: chrono::Utc::now(),
+    }
+    .render();
+    let mut extra = checked.results.clone();
+    if let Some(reason) = checked.junk {
+        extra.push_str(&format!("X-Mx6-Quarantine: {reason}\r\n"));
+    }
+    if ctx.tracked {
+        extra.push_str(&client_header(ctx, s));
+    }
+    if env.auth.is_some() {
+        extra.push_str(&submission_headers(&env.data, queue_id, &s.hostname));
+    }
+    let stripped = mx6_auth::strip_forged(&env.data, &s.hostname);
+    let data = stripped.as_deref().unwrap_or(&env.data);
+    let stripped = mx6_message::remove_named(data, "X-Mx6-Client");
+    let data = stripped.as_deref().unwrap_or(data);
+    let mut body = Vec::with_capacity(received.len() + extra.len() + data.len());
+    body.extend_from_slice(received.as_bytes());
+    body.extend_from_slice(extra.as_bytes());
+    body.extend_from_slice(data);
+    body
+}
+
+/// DKIM: mail from our users and networks, signed for its From domain with
+/// every key of that domain (the signatures go on top).
+pub fn sign(ctx: &Ctx, s: &Services, authenticated: bool, data: &mut Vec<u8>) {
+    if !(authenticated || ctx.mynetworks) || s.dkim.is_empty() {
+        return;
+    }
+    let Some(domain) = mx6_auth::sign::from_domain(data) else { return };
+    let mut sigs = String::new();
+    for key in s.dkim.iter().filter(|k| k.domain == domain) {
+        match key.sign(data) {
+            Ok(h) => sigs.insert_str(0, &h),
+            Err(e) => slog!(error, ctx, domain = %domain, error = %e, "DKIM signing failed; sent unsigned"),
+        }
+    }
+    data.splice(0..0, sigs.into_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submissions_get_date_and_message_id() {
+        let add = submission_headers(b"Subject: x\r\n\r\nDate: in the body\r\n", "q1", "mx.test");
+        assert!(add.starts_with("Date: ") && add.ends_with("Message-ID: <q1@mx.test>\r\n"), "{add}");
+        assert_eq!(submission_headers(b"date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMESSAGE-ID: <a@b>\r\n\r\n", "q", "h"), "");
+    }
+}

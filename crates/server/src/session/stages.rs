@@ -1,0 +1,136 @@
+//! The SMTP stages before the message: HELO/EHLO (recorded, never refused,
+//! RFC 5321 §4.1.4), STARTTLS (TLS session rate), MAIL (sender ownership for
+//! authenticated users, the message rate, reverse DNS, DNSBL and SPF), RCPT
+//! (routing and relay control, the recipient rate, greylisting).
+
+use mx6_policy::greylist;
+use mx6_policy::inbound::{AuthResult, Verdict};
+use mx6_policy::ratelimit::Kind;
+use mx6_policy::reputation::Event as RepEvent;
+use mx6_policy::{decide_recipient, RecipientVerdict};
+use mx6_smtp::address::{Domain, Mailbox, Path};
+use mx6_smtp::command::HeloArg;
+use mx6_smtp::{reply, Answer};
+
+use crate::checks::greylisting::{Greylisting, Presented};
+use crate::checks::inbound;
+use crate::checks::rate_limits::Stop;
+use crate::session::context::{slog, Ctx};
+use crate::session::services::Services;
+
+pub fn helo(ctx: &mut Ctx, arg: HeloArg) -> Answer {
+    if let Some(Domain::Literal(lit)) = &arg.domain {
+        if mx6_policy::prefix::canonical(*lit) != ctx.client {
+            slog!(info, ctx, helo = %arg.raw, "HELO address literal is not the client address");
+        }
+    }
+    ctx.helo = arg.raw;
+    Answer::Accept
+}
+
+pub async fn starttls(ctx: &mut Ctx, s: &Services) -> Answer {
+    match s.rate_limits.count(&s.state, Kind::TlsSessions, &ctx.asker).await {
+        Ok(()) => Answer::Accept,
+        Err(stop) => Answer::Reject(ctx.stopped(s, "helo", stop, reply::tls_rate_limited).await),
+    }
+}
+
+pub async fn mail(ctx: &mut Ctx, s: &Services, from: Path, auth: Option<String>) -> Answer {
+    ctx.routes.clear();
+    // The null sender is allowed: an MTA that relays through us (a Postfix
+    // with mx6 as relayhost) sends its bounces that way.
+    if let (Some(user), Some(sender)) = (auth, from.mailbox.as_ref()) {
+        if !s.users.get().may_send_as(&user, &sender.to_string()) {
+            ctx.rejected(s, "mail", "sender_not_owned", format_args!("sender {from} not owned by {user}"));
+            return Answer::Reject(reply::sender_not_owned());
+        }
+    }
+    ctx.txn = None;
+    if let Err(stop) = s.rate_limits.count(&s.state, Kind::Messages, &ctx.asker).await {
+        return Answer::Reject(ctx.stopped(s, "mail", stop, reply::rate_limited).await);
+    }
+    let sender = from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let Some(facts) = ctx.client_check.get().await.cloned() else { return Answer::Accept };
+    let domain = from.mailbox.as_ref().map(|m| m.domain.to_string());
+    let client = ctx.policy_client(domain.as_deref());
+    let (verdict, txn) = inbound::check_mail(&s.inbound, &client, &facts, &ctx.helo, &sender).await;
+    match verdict {
+        Verdict::Refuse { reason, reply } => {
+            let spf = txn.as_ref().map(|t| t.spf.facts.result.as_str()).unwrap_or("none");
+            ctx.rejected(s, "mail", reason, format_args!("{} from=<{sender}> iprev={} spf={spf}", reply.text(), facts.iprev.as_str()));
+            ctx.record(s, RepEvent::Refused).await;
+            Answer::Reject(reply)
+        }
+        _ => {
+            ctx.txn = txn;
+            Answer::Accept
+        }
+    }
+}
+
+pub async fn rcpt(ctx: &mut Ctx, s: &Services, to: Mailbox, from: Path) -> Answer {
+    match decide_recipient(&s.routing, &s.users.get().local, ctx.client, ctx.auth.is_some(), &to) {
+        RecipientVerdict::Accept(route) => {
+            if let Err(stop) = s.rate_limits.count(&s.state, Kind::Recipients, &ctx.asker).await {
+                return Answer::Reject(ctx.stopped(s, "rcpt", stop, reply::rate_limited).await);
+            }
+            if let Some(r) = greylist_rcpt(ctx, s, &to.to_string(), &from).await {
+                return Answer::Reject(r);
+            }
+            ctx.routes.push(route);
+            Answer::Accept
+        }
+        RecipientVerdict::Reject { reason, reply } => {
+            ctx.rejected(s, "rcpt", reason, format_args!("{} from={from} to=<{to}>", reply.text()));
+            if matches!(reason, "relay_denied" | "unknown_user") {
+                ctx.record(s, RepEvent::Refused).await;
+            }
+            Answer::Reject(reply)
+        }
+    }
+}
+
+/// Greylisting at RCPT for port-25 strangers; `Some(reply)` refuses.
+async fn greylist_rcpt(ctx: &mut Ctx, s: &Services, rcpt: &str, from: &Path) -> Option<reply::Reply> {
+    let domain = from.mailbox.as_ref().map(|m| m.domain.to_string());
+    let client = ctx.policy_client(domain.as_deref());
+    if !s.greylisting.enabled || ctx.submission || !greylist::applies(&client) {
+        return None;
+    }
+    let fam = ctx.family.as_str();
+    let sender = from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let facts = ctx.client_check.get().await.cloned();
+    let dnswl = facts.as_ref().is_some_and(|f| f.dnsbl.allowlisted);
+    if let Some(why) = greylist::exemption(&s.inbound.policy, &client, dnswl, ctx.reputation) {
+        ctx.greylist = "allowlisted";
+        s.metrics.greylist.with_label_values(&[fam, "allowlisted"]).inc();
+        slog!(info, ctx, result = "allowlisted", why, from = %format!("<{sender}>"), to = %format!("<{rcpt}>"), "greylist");
+        return None;
+    }
+    let spf_pass = ctx.txn.as_ref().filter(|t| t.spf.facts.result == AuthResult::Pass).map(|t| t.spf.facts.domain.clone());
+    let presented = Presented {
+        ip: ctx.client,
+        spf_pass_domain: spf_pass.as_deref(),
+        confirmed_name: facts.as_ref().and_then(|f| f.confirmed_name.as_deref()),
+        sender: &sender,
+        rcpt,
+    };
+    match s.greylisting.check(&s.state, &presented).await {
+        Ok((outcome, identity)) => {
+            s.metrics.greylist.with_label_values(&[fam, outcome.as_str()]).inc();
+            if outcome.passes() {
+                ctx.greylist = outcome.as_str();
+            }
+            slog!(info, ctx, result = outcome.as_str(), identity = %identity, from = %format!("<{sender}>"), to = %format!("<{rcpt}>"), "greylist");
+            if let Some(r) = Greylisting::refusal(outcome) {
+                ctx.rejected(s, "rcpt", "greylisted", format_args!("{} identity={identity} from=<{sender}> to=<{rcpt}>", r.text()));
+                return Some(r);
+            }
+            if outcome == (mx6_store::Outcome::Passed { first: true }) {
+                ctx.record(s, RepEvent::GreylistPassed).await;
+            }
+            None
+        }
+        Err(_) => Some(ctx.stopped(s, "rcpt", Stop::Unavailable, |_| reply::state_unavailable()).await),
+    }
+}

@@ -415,11 +415,7 @@ pub struct Parsed {
 
 /// Split a CRLF message into header fields and body.
 pub fn parse(message: &[u8]) -> Parsed {
-    let end = find(message, b"\r\n\r\n").map(|p| p + 2);
-    let (head, body) = match end {
-        Some(e) => (&message[..e], message[e + 2..].to_vec()),
-        None => (message, Vec::new()),
-    };
+    let (head, body) = (mx6_message::header_section(message), mx6_message::body(message).to_vec());
     let text = String::from_utf8_lossy(head);
     let mut headers: Vec<(String, String)> = Vec::new();
     for line in text.split("\r\n").filter(|l| !l.is_empty()) {
@@ -434,10 +430,6 @@ pub fn parse(message: &[u8]) -> Parsed {
         headers.push((n.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()));
     }
     Parsed { headers, body }
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
 }
 
 /// Render header fields and body back into a CRLF message.

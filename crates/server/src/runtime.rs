@@ -71,6 +71,58 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     if !cfg.user.is_empty() {
         privileges::drop_to(&cfg.user, &cfg.data_dir)?;
     }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let Assembled { services, control, queue, state, metrics, tls, sessions } = assemble(&cfg, stop_rx.clone())?;
+    let mut tasks = Vec::new();
+    if let Some(l) = admin {
+        tasks.push(tokio::spawn(crate::admin::http::serve(l, metrics.clone(), stop_rx.clone())));
+    }
+    let socket = crate::control::protocol::socket_path(&cfg.data_dir);
+    tasks.push(tokio::spawn(crate::control::server::serve(socket, control, stop_rx.clone())));
+    tasks.push(tokio::spawn(state.clone().saver(Duration::from_secs(10), stop_rx.clone())));
+    let gate =
+        Arc::new(Gate { tls, sessions: sessions.clone(), metrics: metrics.clone(), hostname: cfg.hostname.clone(), shutdown: stop_rx });
+    for (sock, l) in bound {
+        let services = services.clone();
+        let handler = move |a: Accepted| {
+            let services = services.clone();
+            async move { crate::session::driver::run(a.conn, a.client, &a.listener, services).await }
+        };
+        tasks.push(tokio::spawn(listener::serve(sock, l, gate.clone(), handler)));
+    }
+    tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), "mx6 ready");
+    stop.await;
+    tracing::info!("shutting down: no new connections; finishing sessions");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Sessions finish their message, then get 421.
+    let all = cfg.limits.sessions as u32;
+    let _ = tokio::time::timeout(Duration::from_secs(30), sessions.acquire_many(all)).await;
+    queue.drain(Duration::from_secs(30)).await;
+    let st = state.clone();
+    let _ = tokio::task::spawn_blocking(move || st.save()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Everything a running server is made of, built from the config (inside a
+/// tokio runtime: the queue manager starts here).
+pub struct Assembled {
+    pub services: Arc<Services>,
+    pub control: Arc<Control>,
+    pub queue: QueueManager,
+    pub state: Arc<State>,
+    pub metrics: Arc<Metrics>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// One permit per session (`limits.sessions`).
+    pub sessions: Arc<Semaphore>,
+}
+
+/// Build the services of `mx6 serve` from their config sections; `shutdown`
+/// becomes true when the server stops.
+pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembled, ServeError> {
     let users = UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
     let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
     let tls = Some(tls::server_config(&cfg.tls, &cfg.data_dir, &cfg.hostname)?);
@@ -115,7 +167,6 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         destinations,
     });
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let sessions = Arc::new(Semaphore::new(cfg.limits.sessions));
     let services = Arc::new(Services {
         hostname: cfg.hostname.clone(),
@@ -134,44 +185,13 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         queue: queue.clone(),
         inbound,
         dkim,
-        shutdown: stop_rx.clone(),
+        shutdown,
         session_seq: AtomicU64::new(1),
         reputation,
     });
-    let mut tasks = Vec::new();
-    if let Some(l) = admin {
-        tasks.push(tokio::spawn(crate::admin::http::serve(l, metrics.clone(), stop_rx.clone())));
-    }
     let control =
         Arc::new(Control { registry: queue.registry.clone(), spool, state: state.clone(), half_life: services.reputation.half_life() });
-    let socket = crate::control::protocol::socket_path(&cfg.data_dir);
-    tasks.push(tokio::spawn(crate::control::server::serve(socket, control, stop_rx.clone())));
-    tasks.push(tokio::spawn(state.clone().saver(Duration::from_secs(10), stop_rx.clone())));
-    let gate =
-        Arc::new(Gate { tls, sessions: sessions.clone(), metrics: metrics.clone(), hostname: cfg.hostname.clone(), shutdown: stop_rx });
-    for (sock, l) in bound {
-        let services = services.clone();
-        let handler = move |a: Accepted| {
-            let services = services.clone();
-            async move { crate::session::driver::run(a.conn, a.client, &a.listener, services).await }
-        };
-        tasks.push(tokio::spawn(listener::serve(sock, l, gate.clone(), handler)));
-    }
-    tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), "mx6 ready");
-    stop.await;
-    tracing::info!("shutting down: no new connections; finishing sessions");
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    // Sessions finish their message, then get 421.
-    let all = cfg.limits.sessions as u32;
-    let _ = tokio::time::timeout(Duration::from_secs(30), sessions.acquire_many(all)).await;
-    queue.drain(Duration::from_secs(30)).await;
-    let st = state.clone();
-    let _ = tokio::task::spawn_blocking(move || st.save()).await;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Assembled { services, control, queue, state, metrics, tls, sessions })
 }
 
 /// Each session needs a descriptor (two during delivery): raise the soft limit

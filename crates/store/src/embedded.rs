@@ -15,7 +15,7 @@ use mx6_policy::greylist::{self, Entry, Outcome, Times};
 use mx6_policy::reputation::Score;
 use serde::{Deserialize, Serialize};
 
-use crate::{key_has, Result, Shown, StateStore, StoreError};
+use crate::state::{key_has, now_ms, Result, Shown, StateStore, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,7 +65,7 @@ impl Embedded {
         match std::fs::read(path) {
             Ok(bytes) => {
                 let entries: Vec<(String, Slot)> = serde_json::from_slice(&bytes).map_err(|e| err(std::io::Error::other(e)))?;
-                let now = crate::now_ms();
+                let now = now_ms();
                 map.extend(entries.into_iter().filter(|(_, s)| s.live(now)));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -84,7 +84,7 @@ impl Embedded {
     /// a temporary file, fsync, rename, so a crash leaves the old or the new one.
     pub fn save(&self) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
-        let now = crate::now_ms();
+        let now = now_ms();
         let entries: Vec<(String, Slot)> = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if !g.dirty {
@@ -305,7 +305,7 @@ mod tests {
     async fn counters_flags_scores_persist() {
         let dir = std::env::temp_dir().join(format!("mx6-store-{}", std::process::id()));
         let path = dir.join("embedded.json");
-        let now = crate::now_ms();
+        let now = now_ms();
         {
             let s = Embedded::open(&path).unwrap();
             assert_eq!(s.hit("rl|x|2001:db8::/64", 60_000, now).await.unwrap(), 1);

@@ -17,7 +17,7 @@ use mx6_policy::reputation::Score;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use crate::{key_has, Result, Shown, StateStore, StoreError};
+use crate::state::{key_has, Result, Shown, StateStore, StoreError};
 
 const GREYLIST: &str = r#"
 local now, delay, win, life, auto = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])

@@ -33,6 +33,6 @@ pub fn run(config: Option<&Path>, format: FwFormat, family: Option<FwFamily>, ss
         Some(FwFamily::Ipv6) => Only::Ipv6,
     };
     let source = config_path(config).map(|p| p.display().to_string()).unwrap_or_else(|| "the built-in defaults".into());
-    print!("{}", render(&cfg, format, only, (ssh_port != 0).then_some(ssh_port), &source));
+    print!("{}", render(&cfg.listener, cfg.metrics.listen, format, only, (ssh_port != 0).then_some(ssh_port), &source));
     ExitCode::SUCCESS
 }

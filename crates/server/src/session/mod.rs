@@ -19,3 +19,5 @@ pub mod end_of_data;
 pub mod pregreet;
 pub mod services;
 pub mod stages;
+#[cfg(test)]
+mod tests;

@@ -74,6 +74,8 @@ impl Config {
             "must not be above content_filter.reject_score",
         );
         f.require(self.queue.retry_initial <= self.queue.retry_max, "queue.retry_initial", "is longer than queue.retry_max");
+        f.require(self.queue.active_limit > 0, "queue.active_limit", "must be at least 1");
+        f.require(self.queue.segment_size >= 64 << 10, "queue.segment_size", "must be at least 64KiB");
         f.list
     }
 

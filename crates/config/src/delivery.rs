@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::units::{duration, optional_ipv4, optional_ipv6};
+use crate::units::{duration, optional_ipv4, optional_ipv6, optional_size, size};
 
 /// One DKIM signing key.
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +120,16 @@ pub struct QueueConfig {
     pub retry_max: Duration,
     #[serde(deserialize_with = "duration")]
     pub max_age: Duration,
+    /// Free space kept on data_dir's filesystem; below it MAIL gets 452 4.3.1
+    /// (Postfix's `queue_minfree`). Unset: 100 MiB, or twice
+    /// `limits.message_size` when that is larger ([`QueueConfig::min_free`]).
+    #[serde(rename = "min_free", deserialize_with = "optional_size")]
+    pub min_free_set: Option<usize>,
+    /// Messages loaded for delivery at once; the rest wait on disk.
+    pub active_limit: usize,
+    /// A spool segment file is closed and a new one started past this size.
+    #[serde(deserialize_with = "size")]
+    pub segment_size: usize,
 }
 
 impl Default for QueueConfig {
@@ -128,6 +138,16 @@ impl Default for QueueConfig {
             retry_initial: Duration::from_secs(300),
             retry_max: Duration::from_secs(4 * 3600),
             max_age: Duration::from_secs(5 * 86400),
+            min_free_set: None,
+            active_limit: 20_000,
+            segment_size: 64 << 20,
         }
+    }
+}
+
+impl QueueConfig {
+    /// The free-space reserve in force for messages up to `message_size`.
+    pub fn min_free(&self, message_size: usize) -> u64 {
+        self.min_free_set.unwrap_or_else(|| (100usize << 20).max(message_size.saturating_mul(2))) as u64
     }
 }

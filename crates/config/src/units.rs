@@ -68,6 +68,11 @@ pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
 }
 
+/// A size, or absent.
+pub(crate) fn optional_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    size(d).map(Some)
+}
+
 /// An address with a port, or `""` for none.
 /// `""` = none; otherwise parsed as `T`, the error naming what was expected.
 pub(crate) fn optional<'de, D: Deserializer<'de>, T: std::str::FromStr>(d: D, what: &str) -> Result<Option<T>, D::Error> {

@@ -110,6 +110,8 @@ enum ConfigCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Private by default: the spool, state, keys and users file are no one else's.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let config = cli.config.as_deref();
     let json_logs = cli.log_format == LogFormat::Json;
     match cli.command {

@@ -21,12 +21,13 @@ pub fn read(spool_dir: &Path) -> HashSet<String> {
 /// Write the hold list atomically (write, fsync, rename).
 pub fn write(spool_dir: &Path, ids: &HashSet<String>) -> std::io::Result<()> {
     use std::io::Write;
-    std::fs::create_dir_all(spool_dir)?;
+    crate::disk::private_dir(spool_dir)?;
     let p = path(spool_dir);
     let tmp = p.with_extension("tmp");
     let mut v: Vec<&String> = ids.iter().collect();
     v.sort();
-    let mut f = std::fs::File::create(&tmp)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = crate::disk::create_private(&tmp)?;
     f.write_all(v.iter().map(|s| format!("{s}\n")).collect::<String>().as_bytes())?;
     f.sync_all()?;
     std::fs::rename(tmp, p)

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::QueuedMessage;
+use crate::envelope::QueuedMessage;
 
 /// One message as `mx6 queue list --json` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::listing::{listed, Listed};
-use crate::spool::{self, DoneEntry, DoneStatus, Recovered, SpoolError};
+use crate::donelog::{DoneEntry, DoneStatus};
+use crate::spool::{self, Recovered, SpoolError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -42,7 +43,7 @@ pub fn deletion(id: &str, done: &[bool], segment: u64) -> Vec<DoneEntry> {
 
 /// Per recipient: already done?
 pub fn done_flags(r: &Recovered) -> Vec<bool> {
-    let mut done = vec![false; r.message.rcpts.len()];
+    let mut done = vec![false; r.nrcpt];
     for &i in &r.done {
         if let Some(d) = done.get_mut(i) {
             *d = true;
@@ -65,16 +66,19 @@ impl Stopped {
     }
 
     fn find(&self, id: &str) -> Result<Recovered, OpsError> {
-        spool::inspect(&self.dir)?.into_iter().find(|r| r.message.id == id).ok_or_else(|| OpsError::NotFound(id.to_string()))
+        spool::inspect(&self.dir)?.into_iter().find(|r| r.id == id).ok_or_else(|| OpsError::NotFound(id.to_string()))
     }
 
-    fn listed(&self, r: &Recovered, holds: &std::collections::HashSet<String>) -> Listed {
-        listed(&r.message, &done_flags(r), 0, None, NOT_RECORDED, holds.contains(&r.message.id))
+    fn listed(&self, r: &Recovered, holds: &std::collections::HashSet<String>) -> Result<Listed, OpsError> {
+        let msg = spool::read_envelope(&self.dir, &r.location)?;
+        Ok(listed(&msg, &done_flags(r), 0, None, NOT_RECORDED, holds.contains(&r.id)))
     }
 
     pub fn list(&self) -> Result<Vec<Listed>, OpsError> {
         let holds = crate::holds::read(&self.dir);
-        Ok(spool::inspect(&self.dir)?.iter().map(|r| self.listed(r, &holds)).collect())
+        let mut v: Vec<Listed> = spool::inspect(&self.dir)?.iter().map(|r| self.listed(r, &holds)).collect::<Result<_, _>>()?;
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(v)
     }
 
     /// The message and its header section.
@@ -82,7 +86,7 @@ impl Stopped {
         let r = self.find(id)?;
         let body = spool::read_body(&self.dir, &r.location)?;
         let headers = String::from_utf8_lossy(mx6_message::header_section(&body)).into_owned();
-        Ok((self.listed(&r, &crate::holds::read(&self.dir)), headers))
+        Ok((self.listed(&r, &crate::holds::read(&self.dir))?, headers))
     }
 
     /// Hold (`true`) or release (`false`) a message.
@@ -98,19 +102,18 @@ impl Stopped {
     }
 
     /// Remove a message without a bounce: its open recipients are recorded
-    /// as deleted in the done-log.
+    /// as deleted in the done-log (the caller holds the data_dir lock).
     pub fn delete(&self, id: &str) -> Result<(), OpsError> {
         let r = self.find(id)?;
         let entries = deletion(id, &done_flags(&r), r.location.segment);
-        let (handle, _) = spool::open(&self.dir)?;
-        Ok(handle.done_blocking(entries)?)
+        Ok(spool::append_done(&self.dir, &entries)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::{QueuedMessage, Recipient};
+    use crate::envelope::{QueuedMessage, Recipient};
 
     fn msg(id: &str) -> QueuedMessage {
         QueuedMessage {
@@ -139,22 +142,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         {
-            let (h, _) = spool::open(&dir).unwrap();
-            for id in ["a1", "b2"] {
+            let (h, _) = spool::open(&dir, spool::Options::for_dir(&dir)).unwrap();
+            for id in ["00000000000000a1", "00000000000000b2"] {
                 let body = std::sync::Arc::new(format!("Subject: {id}\r\n\r\nbody\r\n").into_bytes());
                 rt.block_on(h.append(&msg(id), body)).unwrap();
             }
         }
         let s = Stopped::new(&dir);
         assert_eq!(s.list().unwrap().len(), 2);
-        let (m, headers) = s.show("b2").unwrap();
-        assert_eq!((m.id.as_str(), m.state.as_str(), headers.as_str()), ("b2", "active", "Subject: b2\r\n"));
-        s.hold("a1", true).unwrap();
-        assert_eq!(s.list().unwrap().iter().find(|m| m.id == "a1").unwrap().state, "hold");
+        let (m, headers) = s.show("00000000000000b2").unwrap();
+        assert_eq!((m.id.as_str(), m.state.as_str(), headers.as_str()), ("00000000000000b2", "active", "Subject: 00000000000000b2\r\n"));
+        s.hold("00000000000000a1", true).unwrap();
+        assert_eq!(s.list().unwrap().iter().find(|m| m.id == "00000000000000a1").unwrap().state, "hold");
         assert!(matches!(s.hold("zz", true), Err(OpsError::NotFound(_))));
-        s.delete("b2").unwrap();
+        s.delete("00000000000000b2").unwrap();
         let left: Vec<String> = s.list().unwrap().into_iter().map(|m| m.id).collect();
-        assert_eq!(left, ["a1"]);
+        assert_eq!(left, ["00000000000000a1"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

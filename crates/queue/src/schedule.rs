@@ -18,6 +18,23 @@ impl Schedule {
         self.initial.checked_mul(factor).unwrap_or(self.max).min(self.max)
     }
 
+    /// For a message that had been deferred before a restart and is now
+    /// `age` old: the attempts it would have had if every one since arrival
+    /// failed on this schedule, and how long until the next one. A restart so
+    /// spreads deferred messages over their schedule instead of trying them
+    /// all at once.
+    pub fn after_restart(&self, age: Duration) -> (u32, Duration) {
+        let mut at = Duration::ZERO;
+        let mut attempts = 1u32;
+        loop {
+            at = at.saturating_add(self.delay(attempts).max(Duration::from_secs(1)));
+            if at > age || at >= self.max_age {
+                return (attempts, at.saturating_sub(age));
+            }
+            attempts = attempts.saturating_add(1);
+        }
+    }
+
     /// Whether a message that has been queued for `age` must be given up.
     pub fn expired(&self, age: Duration) -> bool {
         age >= self.max_age
@@ -36,5 +53,11 @@ mod tests {
         assert_eq!(s.delay(1000).as_secs(), 14400);
         assert!(s.expired(Duration::from_secs(5 * 86400)));
         assert!(!s.expired(Duration::from_secs(86400)));
+        // Attempts at 0, 5m, 15m, 35m, …: a message 20 minutes old had three
+        // and is next tried at 35 minutes.
+        assert_eq!(s.after_restart(Duration::from_secs(1200)), (3, Duration::from_secs(900)));
+        assert_eq!(s.after_restart(Duration::from_secs(10)), (1, Duration::from_secs(290)));
+        let (n, d) = s.after_restart(Duration::from_secs(6 * 86400));
+        assert!(n > 30 && d.is_zero(), "past max_age: due now ({n}, {d:?})");
     }
 }

@@ -1,120 +1,146 @@
-//! The durable spool: append-only segment files written by one committer thread
-//! with group commit, and a done-log of per-recipient outcomes.
+//! The durable spool: append-only segment files written by one committer
+//! thread with group commit, and a done-log of per-recipient outcomes
+//! ([`crate::donelog`]), all private (files 0600, directories 0700).
 //!
 //! Layout under the spool directory:
-//! - `NNNNNNNNNNNNNNNN.seg`: records `"MX6M" | u32 env_len | u64 body_len |
-//!   u32 crc32(env ‖ body) | envelope JSON | body`, all little-endian;
-//! - `done.log`: lines `<queue id> <recipient index> <status>`.
+//! - `NNNNNNNNNNNNNNNN.seg`: records ([`crate::record`]), 16 hex digits;
+//! - `done.log`, and `done.log.N` from earlier runs until they are compacted.
 //!
 //! Promise (RFC 5321 §4.1.1.4, §6.1): [`SpoolHandle::append`] returns only after
 //! the record is on stable storage (`fdatasync`, and for a new segment file an
 //! `fsync` of the directory). Requests that arrive while one sync runs are
 //! written together and covered by the next single sync: many concurrent
-//! messages, one fsync. On start, a record whose length or checksum does not
-//! hold (a write cut short by a crash) ends its segment: the segment is truncated
-//! there, so an incomplete message is never delivered. A segment is deleted once
-//! every message in it is done.
+//! messages, one fsync.
+//!
+//! Faults: a write or an fsync that fails (ENOSPC, EIO, a short write) fails
+//! every record of its batch — a failed fsync is never retried as if the
+//! data were safe — and the segment is cut back to the end of its last
+//! complete record before anything else is written (or, when even that fails,
+//! writing moves to a fresh segment). The spool accepts again as soon as a
+//! write succeeds: no restart, no operator action. [`SpoolError::is_full`]
+//! tells "no space" (452 4.3.1) from other I/O errors (451 4.3.0).
+//!
+//! Start: the directory is listed (names that do not parse are ignored with a
+//! warning), writing starts in a new segment at once, and the old segments are
+//! read in the background by [`Recovery::run`] from headers and envelopes
+//! only ([`crate::recovery`]); a segment is deleted once every message in it
+//! is done.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, IoSlice};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-const MAGIC: &[u8; 4] = b"MX6M";
-const HEADER: usize = 4 + 4 + 8 + 4;
-/// A segment is closed and a new one started past this size.
-const SEGMENT_SIZE: u64 = 64 << 20;
+use crate::disk::{self, Disk};
+use crate::donelog::{self, DoneEntry, Facts};
+use crate::envelope::QueuedMessage;
+use crate::record::{self, Location};
+use crate::recovery;
+
 /// Most requests written under one sync.
 const MAX_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    #[error("spool storage full: {0}")]
+    Full(String),
     #[error("spool I/O error: {0}")]
     Io(#[from] io::Error),
     #[error("spool committer has stopped")]
     Stopped,
     #[error("bad envelope in spool: {0}")]
     Envelope(#[from] serde_json::Error),
+    #[error("spool record {segment:016x}:{offset} is corrupt: {what}")]
+    Corrupt { segment: u64, offset: u64, what: String },
 }
 
-/// The envelope of a queued message.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct QueuedMessage {
-    pub id: String,
-    /// Reverse path without brackets; empty for the null sender.
-    pub from: String,
-    pub rcpts: Vec<Recipient>,
-    /// Arrival, unix seconds.
-    pub received: i64,
-    pub client: String,
-    pub helo: String,
-    #[serde(default)]
-    pub smtputf8: bool,
-    /// Deliver into the Junk folder (DMARC quarantine, spam).
-    #[serde(default)]
-    pub junk: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Recipient {
-    pub address: String,
-    /// `Some((user, domain))` for local delivery, `None` for onward relay.
-    pub local: Option<(String, String)>,
-}
-
-/// Where a message's body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    pub segment: u64,
-    pub offset: u64,
-    pub len: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DoneStatus {
-    Delivered,
-    Bounced,
-    Deleted,
-}
-
-impl DoneStatus {
-    fn as_str(self) -> &'static str {
+impl SpoolError {
+    /// No space (or quota) left: RFC 3463 `4.3.1`, mail system full.
+    pub fn is_full(&self) -> bool {
         match self {
-            DoneStatus::Delivered => "delivered",
-            DoneStatus::Bounced => "bounced",
-            DoneStatus::Deleted => "deleted",
+            SpoolError::Full(_) => true,
+            SpoolError::Io(e) => is_full(e),
+            _ => false,
         }
     }
 }
 
-/// One recipient's final outcome. `release` names the segment when this was the
-/// message's last open recipient.
+fn is_full(e: &io::Error) -> bool {
+    // ENOSPC, EDQUOT
+    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+/// A failure as the committer reports it to each waiter.
 #[derive(Debug, Clone)]
-pub struct DoneEntry {
-    pub id: String,
-    pub rcpt: usize,
-    pub status: DoneStatus,
-    pub release: Option<u64>,
+struct Failure {
+    full: bool,
+    message: String,
+}
+
+impl Failure {
+    fn of(e: &io::Error) -> Failure {
+        Failure { full: is_full(e), message: e.to_string() }
+    }
+    fn error(self) -> SpoolError {
+        if self.full {
+            SpoolError::Full(self.message)
+        } else {
+            SpoolError::Io(io::Error::other(self.message))
+        }
+    }
+}
+
+/// Spool settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A segment is closed and a new one started past this size.
+    pub segment_size: u64,
+    /// Where bad octets found at recovery are copied.
+    pub quarantine: PathBuf,
+}
+
+impl Options {
+    /// Defaults for a spool in `dir`: 64 MiB segments, `../quarantine`.
+    pub fn for_dir(dir: &Path) -> Options {
+        Options { segment_size: 64 << 20, quarantine: dir.parent().unwrap_or(dir).join("quarantine") }
+    }
 }
 
 /// A message found on start with recipients still open.
 #[derive(Debug, Clone)]
 pub struct Recovered {
-    pub message: QueuedMessage,
+    pub id: String,
     pub location: Location,
+    pub nrcpt: usize,
     /// Indices of recipients already done.
     pub done: Vec<usize>,
+    /// It had an attempt that left recipients open before the restart.
+    pub deferred: bool,
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub messages: usize,
+    /// Corrupt regions set aside (each copied to the quarantine directory).
+    pub corrupt: u64,
+    /// Records cut short at the end of a segment (never acknowledged).
+    pub incomplete: u64,
+    pub segments_removed: usize,
 }
 
 enum Request {
-    Append { record: Vec<u8>, body: Arc<Vec<u8>>, reply: oneshot::Sender<Result<Location, String>> },
-    Done { entries: Vec<DoneEntry>, reply: oneshot::Sender<Result<(), String>> },
+    Append { env: Vec<u8>, body: Arc<Vec<u8>>, reply: oneshot::Sender<Result<Location, Failure>> },
+    /// Done-log lines; `releases` are segments a message finished in.
+    Done { text: String, releases: Vec<u64>, reply: Option<oneshot::Sender<Result<(), Failure>>> },
+    /// A recovered segment with this many messages still open.
+    Adopt { segment: u64, live: usize },
 }
 
 /// Cheap to clone; all clones feed the one committer thread.
@@ -122,23 +148,17 @@ enum Request {
 pub struct SpoolHandle {
     tx: mpsc::Sender<Request>,
     dir: Arc<PathBuf>,
+    space: Arc<Space>,
 }
 
-fn seg_path(dir: &Path, n: u64) -> PathBuf {
+/// Free space on the spool's filesystem, looked up at most every 250 ms.
+struct Space {
+    free: AtomicU64,
+    checked: Mutex<Option<Instant>>,
+}
+
+pub fn seg_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:016x}.seg"))
-}
-
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn encode_header(env: &[u8], body_len: u64, crc: u32) -> [u8; HEADER] {
-    let mut h = [0u8; HEADER];
-    h[..4].copy_from_slice(MAGIC);
-    h[4..8].copy_from_slice(&(env.len() as u32).to_le_bytes());
-    h[8..16].copy_from_slice(&body_len.to_le_bytes());
-    h[16..20].copy_from_slice(&crc.to_le_bytes());
-    h
 }
 
 impl SpoolHandle {
@@ -146,182 +166,364 @@ impl SpoolHandle {
     pub async fn append(&self, msg: &QueuedMessage, body: Arc<Vec<u8>>) -> Result<Location, SpoolError> {
         let env = serde_json::to_vec(msg)?;
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request::Append { record: env, body, reply }).map_err(|_| SpoolError::Stopped)?;
-        rx.await.map_err(|_| SpoolError::Stopped)?.map_err(|e| SpoolError::Io(io::Error::other(e)))
+        self.tx.send(Request::Append { env, body, reply }).map_err(|_| SpoolError::Stopped)?;
+        rx.await.map_err(|_| SpoolError::Stopped)?.map_err(Failure::error)
+    }
+
+    fn done_request(&self, entries: &[DoneEntry]) -> (String, Vec<u64>) {
+        let mut text = String::new();
+        for e in entries {
+            donelog::entry_line(&mut text, e);
+        }
+        (text, entries.iter().filter_map(|e| e.release).collect())
     }
 
     /// Record final outcomes durably.
     pub async fn done(&self, entries: Vec<DoneEntry>) -> Result<(), SpoolError> {
+        let (text, releases) = self.done_request(&entries);
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request::Done { entries, reply }).map_err(|_| SpoolError::Stopped)?;
-        rx.await.map_err(|_| SpoolError::Stopped)?.map_err(|e| SpoolError::Io(io::Error::other(e)))
+        self.tx.send(Request::Done { text, releases, reply: Some(reply) }).map_err(|_| SpoolError::Stopped)?;
+        rx.await.map_err(|_| SpoolError::Stopped)?.map_err(Failure::error)
     }
 
-    /// [`SpoolHandle::done`] for callers outside an async runtime (the CLI).
+    /// [`SpoolHandle::done`] for callers outside an async runtime.
     pub fn done_blocking(&self, entries: Vec<DoneEntry>) -> Result<(), SpoolError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Request::Done { entries, reply }).map_err(|_| SpoolError::Stopped)?;
-        rx.blocking_recv().map_err(|_| SpoolError::Stopped)?.map_err(|e| SpoolError::Io(io::Error::other(e)))
+        let (text, releases) = self.done_request(&entries);
+        self.lines_blocking(text, releases)
     }
 
-    /// Read a message body back (blocking; usually served from the page cache).
-    pub fn read_body(&self, loc: &Location) -> io::Result<Vec<u8>> {
+    fn lines_blocking(&self, text: String, releases: Vec<u64>) -> Result<(), SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Done { text, releases, reply: Some(reply) }).map_err(|_| SpoolError::Stopped)?;
+        rx.blocking_recv().map_err(|_| SpoolError::Stopped)?.map_err(Failure::error)
+    }
+
+    /// Note that `id` had an attempt that left recipients open (written with
+    /// the next group commit; nobody waits for it).
+    pub fn mark_deferred(&self, id: &str) {
+        let mut text = String::new();
+        donelog::deferred_line(&mut text, id);
+        let _ = self.tx.send(Request::Done { text, releases: Vec::new(), reply: None });
+    }
+
+    /// The directory of this spool.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Read a message body back, checking its checksum (blocking; usually
+    /// served from the page cache).
+    pub fn read_body(&self, loc: &Location) -> Result<Vec<u8>, SpoolError> {
         read_body(&self.dir, loc)
     }
+
+    /// Read a message's envelope back.
+    pub fn read_envelope(&self, loc: &Location) -> Result<QueuedMessage, SpoolError> {
+        read_envelope(&self.dir, loc)
+    }
+
+    /// Free octets for unprivileged writers on the spool's filesystem.
+    pub fn free_space(&self) -> io::Result<u64> {
+        let mut checked = self.space.checked.lock().unwrap_or_else(|e| e.into_inner());
+        if checked.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
+            return Ok(self.space.free.load(Ordering::Relaxed));
+        }
+        let free = free_space(&self.dir)?;
+        self.space.free.store(free, Ordering::Relaxed);
+        *checked = Some(Instant::now());
+        Ok(free)
+    }
 }
 
-/// Open (creating) the spool in `dir`, recover what is there, and start the
-/// committer thread.
-pub fn open(dir: &Path) -> Result<(SpoolHandle, Vec<Recovered>), SpoolError> {
-    fs::create_dir_all(dir)?;
-    let (messages, max_seg) = scan_segments(dir)?;
-    let done = read_done_log(&dir.join("done.log"))?;
+/// Free octets for unprivileged writers on the filesystem of `dir`.
+pub fn free_space(dir: &Path) -> io::Result<u64> {
+    let s = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
 
-    let mut live: HashMap<u64, usize> = HashMap::new();
-    let mut recovered = Vec::new();
-    let mut done_of: Vec<(String, u64, Vec<usize>)> = Vec::new();
-    for (message, location) in messages {
-        let done_idx: Vec<usize> = (0..message.rcpts.len()).filter(|i| done.contains_key(&(message.id.clone(), *i))).collect();
-        done_of.push((message.id.clone(), location.segment, done_idx.clone()));
-        if done_idx.len() == message.rcpts.len() {
+fn read_at(f: &File, len: u64, offset: u64, loc: &Location) -> Result<Vec<u8>, SpoolError> {
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            SpoolError::Corrupt { segment: loc.segment, offset: loc.offset, what: "the segment ends inside the record".into() }
+        }
+        _ => SpoolError::Io(e),
+    })?;
+    Ok(buf)
+}
+
+/// Read a body from the spool in `dir`, checking its checksum.
+pub fn read_body(dir: &Path, loc: &Location) -> Result<Vec<u8>, SpoolError> {
+    let f = File::open(seg_path(dir, loc.segment))?;
+    if loc.v1 {
+        let all = read_at(&f, loc.len(), loc.offset, loc)?;
+        if record::parse(&all, loc.len()) != (record::Parsed::Record { env_len: loc.env_len, body_len: loc.body_len, v1: true }) {
+            return Err(SpoolError::Corrupt { segment: loc.segment, offset: loc.offset, what: "checksum".into() });
+        }
+        return Ok(all[(loc.body_offset() - loc.offset) as usize..].to_vec());
+    }
+    let header = read_at(&f, record::HEADER as u64, loc.offset, loc)?;
+    let body = read_at(&f, loc.body_len, loc.body_offset(), loc)?;
+    if !record::body_ok(&header, &body) {
+        return Err(SpoolError::Corrupt { segment: loc.segment, offset: loc.offset, what: "body checksum".into() });
+    }
+    Ok(body)
+}
+
+/// Read an envelope from the spool in `dir`, checking its header.
+pub fn read_envelope(dir: &Path, loc: &Location) -> Result<QueuedMessage, SpoolError> {
+    let f = File::open(seg_path(dir, loc.segment))?;
+    let len = if loc.v1 { loc.len() } else { loc.header_len() + loc.env_len as u64 };
+    let d = read_at(&f, len, loc.offset, loc)?;
+    if !matches!(record::parse(&d, loc.len()), record::Parsed::Record { .. }) {
+        return Err(SpoolError::Corrupt { segment: loc.segment, offset: loc.offset, what: "header checksum".into() });
+    }
+    let h = loc.header_len() as usize;
+    Ok(serde_json::from_slice(&d[h..h + loc.env_len as usize])?)
+}
+
+/// The spool directory's contents.
+struct Listing {
+    segments: Vec<u64>,
+    done_logs: Vec<PathBuf>,
+    /// The highest `done.log.N` suffix.
+    max_done: u64,
+}
+
+fn list(dir: &Path) -> io::Result<Listing> {
+    let mut l = Listing { segments: Vec::new(), done_logs: Vec::new(), max_done: 0 };
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else {
+            tracing::warn!(dir = %dir.display(), name = ?e.file_name(), "ignoring a file in the spool whose name is not UTF-8");
             continue;
-        }
-        *live.entry(location.segment).or_default() += 1;
-        recovered.push(Recovered { message, location, done: done_idx });
-    }
-    // Outcomes are kept for every message whose segment stays.
-    let mut keep_done: Vec<(String, usize, String)> = Vec::new();
-    for (id, seg, idx) in done_of {
-        if live.contains_key(&seg) {
-            for i in idx {
-                keep_done.push((id.clone(), i, done[&(id.clone(), i)].clone()));
+        };
+        if let Some(n) = name.strip_suffix(".seg") {
+            match (n.len(), u64::from_str_radix(n, 16)) {
+                (16, Ok(n)) => l.segments.push(n),
+                _ => tracing::warn!(dir = %dir.display(), name, "ignoring a file named like a segment that is not one (16 hex digits)"),
             }
+        } else if name == "done.log" {
+            l.done_logs.push(e.path());
+        } else if let Some(k) = name.strip_prefix("done.log.") {
+            match k.parse::<u64>() {
+                Ok(k) => {
+                    l.max_done = l.max_done.max(k);
+                    l.done_logs.push(e.path());
+                }
+                Err(_) => tracing::warn!(dir = %dir.display(), name, "ignoring a file named like a done-log that is not one"),
+            }
+        } else if !matches!(name, "hold" | "hold.tmp" | "done.log.new") {
+            tracing::warn!(dir = %dir.display(), name, "ignoring an unknown file in the spool");
         }
     }
-    // Segments with nothing open are gone; the done-log keeps only what matters.
-    for n in 0..=max_seg {
-        let p = seg_path(dir, n);
-        if p.exists() && !live.contains_key(&n) {
-            fs::remove_file(&p)?;
-        }
-    }
-    let tmp = dir.join("done.log.new");
-    {
-        let mut f = File::create(&tmp)?;
-        let mut text = String::new();
-        for (id, i, s) in &keep_done {
-            text.push_str(&format!("{id} {i} {s}\n"));
-        }
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join("done.log"))?;
+    l.segments.sort_unstable();
+    Ok(l)
+}
 
-    let current = max_seg + 1;
-    let seg = new_segment(dir, current)?;
-    let done_file = OpenOptions::new().append(true).open(dir.join("done.log"))?;
-    fsync_dir(dir)?;
+/// The next segment number: above every one in use, or (after the highest
+/// possible number) the lowest free one.
+fn next_number(used: &BTreeSet<u64>) -> u64 {
+    match used.last() {
+        None => 1,
+        Some(&m) => m.checked_add(1).unwrap_or_else(|| (1..).find(|n| !used.contains(n)).unwrap_or(0)),
+    }
+}
 
+/// Open (creating) the spool in `dir`: writing starts in a new segment at
+/// once; the old segments are for [`Recovery::run`].
+pub fn open(dir: &Path, opts: Options) -> Result<(SpoolHandle, Recovery), SpoolError> {
+    open_with(dir, opts, Box::new(disk::Real))
+}
+
+/// [`open`] with the committer's file operations given (tests inject faults).
+pub fn open_with(dir: &Path, opts: Options, mut disk: Box<dyn Disk>) -> Result<(SpoolHandle, Recovery), SpoolError> {
+    disk::private_dir(dir)?;
+    let listing = list(dir)?;
+    // The done-log of the last run is kept until recovery has compacted it.
+    let mut done_logs = listing.done_logs;
+    let current_log = dir.join("done.log");
+    if current_log.exists() {
+        let old = dir.join(format!("done.log.{}", listing.max_done + 1));
+        fs::rename(&current_log, &old)?;
+        done_logs.retain(|p| p != &current_log);
+        done_logs.push(old);
+    }
+    let mut used: BTreeSet<u64> = listing.segments.iter().copied().collect();
+    let current = next_number(&used);
+    used.insert(current);
+    let seg = disk.create(&seg_path(dir, current))?;
+    let done = OpenOptions::new().create(true).append(true).mode(0o600).open(&current_log)?;
+    disk.sync_dir(dir)?;
     let (tx, rx) = mpsc::channel();
-    let mut c = Committer { dir: dir.to_path_buf(), current, seg, seg_len: 0, done: done_file, live };
+    let mut c = Committer {
+        dir: dir.to_path_buf(),
+        disk,
+        current,
+        seg,
+        seg_len: 0,
+        seg_dirty: false,
+        done,
+        done_len: 0,
+        done_dirty: false,
+        live: HashMap::new(),
+        used,
+        segment_size: opts.segment_size.max(1),
+        last_warning: None,
+    };
     std::thread::Builder::new().name("mx6-spool".into()).spawn(move || c.run(rx))?;
-    Ok((SpoolHandle { tx, dir: Arc::new(dir.to_path_buf()) }, recovered))
+    let space = Arc::new(Space { free: AtomicU64::new(0), checked: Mutex::new(None) });
+    let handle = SpoolHandle { tx, dir: Arc::new(dir.to_path_buf()), space };
+    let recovery = Recovery { dir: dir.to_path_buf(), segments: listing.segments, done_logs, quarantine: opts.quarantine, handle: handle.clone() };
+    Ok((handle, recovery))
 }
 
-fn new_segment(dir: &Path, n: u64) -> io::Result<File> {
-    OpenOptions::new().create_new(true).append(true).open(seg_path(dir, n))
+/// The old segments and done-logs of a spool just opened.
+pub struct Recovery {
+    dir: PathBuf,
+    segments: Vec<u64>,
+    done_logs: Vec<PathBuf>,
+    quarantine: PathBuf,
+    handle: SpoolHandle,
 }
 
-/// Read every segment, truncating each at its first bad record.
-fn scan_segments(dir: &Path) -> Result<(Vec<(QueuedMessage, Location)>, u64), SpoolError> {
-    let mut segs: Vec<u64> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| u64::from_str_radix(n, 16).ok()))
-        .collect();
-    segs.sort();
+fn read_facts(paths: &[PathBuf]) -> io::Result<HashMap<String, Facts>> {
+    let mut facts = HashMap::new();
+    for p in paths {
+        donelog::read(p, &mut facts)?;
+    }
+    Ok(facts)
+}
+
+/// The recovered record with its facts, if it still has open recipients.
+fn open_message(r: recovery::Scanned, facts: Option<&Facts>) -> Option<Recovered> {
+    let done: Vec<usize> = facts.map(|f| f.done.keys().copied().filter(|&i| i < r.nrcpt).collect()).unwrap_or_default();
+    (done.len() < r.nrcpt).then(|| Recovered {
+        id: r.id,
+        location: r.location,
+        nrcpt: r.nrcpt,
+        done,
+        deferred: facts.is_some_and(|f| f.deferred),
+    })
+}
+
+impl Recovery {
+    /// Whether there is anything to recover.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty() && self.done_logs.is_empty()
+    }
+
+    /// Read the old segments (blocking; run it off the async runtime): hand
+    /// every message with open recipients to `each`, oldest segment first,
+    /// set aside bad regions, delete segments with nothing open, and compact
+    /// the old done-logs into the new one.
+    pub fn run(self, mut each: impl FnMut(Recovered)) -> Result<Report, SpoolError> {
+        let facts = read_facts(&self.done_logs)?;
+        let mut report = Report::default();
+        let mut kept = String::new();
+        for &n in &self.segments {
+            let path = seg_path(&self.dir, n);
+            let scan = recovery::scan_segment(&path, n, Some(&self.quarantine))?;
+            for b in &scan.bad {
+                let copy = b.copy.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                if b.corrupt {
+                    report.corrupt += 1;
+                    tracing::error!(segment = %format!("{n:016x}"), offset = b.offset, len = b.len, copy = %copy, "corrupt spool record set aside; the records after it are kept");
+                } else {
+                    report.incomplete += 1;
+                    tracing::warn!(segment = %format!("{n:016x}"), offset = b.offset, len = b.len, copy = %copy, "incomplete spool record (a write cut short, never acknowledged) set aside");
+                }
+            }
+            // Facts are kept for every message of a segment that stays, done or not.
+            let mut facts_here = String::new();
+            let mut open = Vec::new();
+            for r in scan.records {
+                let f = facts.get(&r.id);
+                if let Some(f) = f {
+                    for (&i, &status) in &f.done {
+                        donelog::entry_line(&mut facts_here, &DoneEntry { id: r.id.clone(), rcpt: i, status, release: None });
+                    }
+                    if f.deferred {
+                        donelog::deferred_line(&mut facts_here, &r.id);
+                    }
+                }
+                open.extend(open_message(r, f));
+            }
+            if open.is_empty() {
+                fs::remove_file(&path)?;
+                report.segments_removed += 1;
+                continue;
+            }
+            kept.push_str(&facts_here);
+            // The committer counts them before any outcome of theirs can arrive.
+            let _ = self.handle.tx.send(Request::Adopt { segment: n, live: open.len() });
+            for r in open {
+                report.messages += 1;
+                each(r);
+            }
+        }
+        if !kept.is_empty() {
+            self.handle.lines_blocking(kept, Vec::new())?;
+        }
+        for p in &self.done_logs {
+            fs::remove_file(p)?;
+        }
+        Ok(report)
+    }
+}
+
+/// The open messages of a spool no server is running on, read only (for
+/// `mx6 queue` on a stopped server).
+pub fn inspect(dir: &Path) -> Result<Vec<Recovered>, SpoolError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let listing = list(dir)?;
+    let facts = read_facts(&listing.done_logs)?;
     let mut out = Vec::new();
-    for &n in &segs {
-        let path = seg_path(dir, n);
-        let mut data = Vec::new();
-        File::open(&path)?.read_to_end(&mut data)?;
-        let mut pos = 0usize;
-        while pos < data.len() {
-            match parse_record(&data[pos..]) {
-                Some((env, body_off, body_len, total)) => {
-                    let msg: QueuedMessage = match serde_json::from_slice(env) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::error!(segment = n, offset = pos, error = %e, "spool record with a valid checksum but a bad envelope; skipped");
-                            pos += total;
-                            continue;
-                        }
-                    };
-                    out.push((msg, Location { segment: n, offset: (pos + body_off) as u64, len: body_len as u64 }));
-                    pos += total;
-                }
-                None => {
-                    tracing::warn!(segment = n, offset = pos, discarded = data.len() - pos, "incomplete spool record discarded");
-                    let f = OpenOptions::new().write(true).open(&path)?;
-                    f.set_len(pos as u64)?;
-                    f.sync_all()?;
-                    break;
-                }
-            }
-        }
+    for &n in &listing.segments {
+        let scan = recovery::scan_segment(&seg_path(dir, n), n, None)?;
+        out.extend(scan.records.into_iter().filter_map(|r| {
+            let f = facts.get(&r.id);
+            open_message(r, f)
+        }));
     }
-    Ok((out, segs.last().copied().unwrap_or(0)))
+    Ok(out)
 }
 
-/// `(envelope, body offset, body length, record length)` of a whole, valid record.
-fn parse_record(d: &[u8]) -> Option<(&[u8], usize, usize, usize)> {
-    if d.len() < HEADER || &d[..4] != MAGIC {
-        return None;
+/// Append done-log lines to a stopped server's spool (the caller holds the
+/// data_dir lock); they are compacted at the next start.
+pub fn append_done(dir: &Path, entries: &[DoneEntry]) -> Result<(), SpoolError> {
+    use std::io::Write;
+    let mut text = String::new();
+    for e in entries {
+        donelog::entry_line(&mut text, e);
     }
-    let env_len = u32::from_le_bytes(d[4..8].try_into().ok()?) as usize;
-    let body_len = usize::try_from(u64::from_le_bytes(d[8..16].try_into().ok()?)).ok()?;
-    let crc = u32::from_le_bytes(d[16..20].try_into().ok()?);
-    let total = HEADER.checked_add(env_len)?.checked_add(body_len)?;
-    if d.len() < total {
-        return None;
-    }
-    let mut h = crc32fast::Hasher::new();
-    h.update(&d[HEADER..total]);
-    if h.finalize() != crc {
-        return None;
-    }
-    Some((&d[HEADER..HEADER + env_len], HEADER + env_len, body_len, total))
-}
-
-fn read_done_log(path: &Path) -> io::Result<HashMap<(String, usize), String>> {
-    let mut map = HashMap::new();
-    let text = match fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(map),
-        Err(e) => return Err(e),
-    };
-    // Only whole lines count: a torn last line was never acknowledged.
-    let whole = match text.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &text[..=i],
-        None => &text[..0],
-    };
-    for line in String::from_utf8_lossy(whole).lines() {
-        let mut p = line.split(' ');
-        if let (Some(id), Some(i), Some(s)) = (p.next(), p.next(), p.next()) {
-            if let Ok(i) = i.parse() {
-                map.insert((id.to_string(), i), s.to_string());
-            }
-        }
-    }
-    Ok(map)
+    let mut f = OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join("done.log"))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_data()?;
+    Ok(())
 }
 
 struct Committer {
     dir: PathBuf,
+    disk: Box<dyn Disk>,
     current: u64,
     seg: File,
+    /// End of the last complete record of the current segment.
     seg_len: u64,
+    /// Octets past `seg_len` may be there (a failed write not yet cut back).
+    seg_dirty: bool,
     done: File,
+    done_len: u64,
+    done_dirty: bool,
+    /// Open messages per segment.
     live: HashMap<u64, usize>,
+    /// Segment numbers in use.
+    used: BTreeSet<u64>,
+    segment_size: u64,
+    last_warning: Option<Instant>,
 }
 
 impl Committer {
@@ -338,159 +540,171 @@ impl Committer {
         }
     }
 
+    /// A warning at most once a second (a full disk fails every batch).
+    fn warn(&mut self, what: &str, e: &io::Error) {
+        if self.last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            self.last_warning = Some(Instant::now());
+            tracing::error!(segment = %format!("{:016x}", self.current), error = %e, "spool: {what}");
+        }
+    }
+
+    /// Make the current segment end at its last complete record, else move
+    /// to a fresh segment.
+    fn clean_segment(&mut self) -> io::Result<()> {
+        if !self.seg_dirty {
+            return Ok(());
+        }
+        match self.disk.truncate(&self.seg, self.seg_len) {
+            Ok(()) => {
+                self.seg_dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.warn("could not cut a failed write back; starting a new segment", &e);
+                self.rotate()
+            }
+        }
+    }
+
+    /// Write and sync the appends; their locations, or why they failed.
+    fn append(&mut self, appends: &[(&[u8], &Arc<Vec<u8>>)]) -> Result<Vec<Location>, Failure> {
+        self.clean_segment().map_err(|e| Failure::of(&e))?;
+        let headers: Vec<[u8; record::HEADER]> = appends.iter().map(|(env, body)| record::header(env, body)).collect();
+        let mut locations = Vec::with_capacity(appends.len());
+        let mut offset = self.seg_len;
+        let mut bufs: Vec<IoSlice> = Vec::with_capacity(appends.len() * 3);
+        for ((env, body), h) in appends.iter().zip(&headers) {
+            let loc = Location { segment: self.current, offset, env_len: env.len() as u32, body_len: body.len() as u64, v1: false };
+            offset += loc.len();
+            locations.push(loc);
+            bufs.push(IoSlice::new(h));
+            bufs.push(IoSlice::new(env));
+            bufs.push(IoSlice::new(body));
+        }
+        let written = self.disk.append(&mut self.seg, &mut bufs).and_then(|_| self.disk.sync(&self.seg));
+        match written {
+            Ok(()) => {
+                self.seg_len = offset;
+                *self.live.entry(self.current).or_default() += locations.len();
+                Ok(locations)
+            }
+            Err(e) => {
+                // Whatever reached the file is cut back now; the records failed.
+                self.seg_dirty = true;
+                if self.disk.truncate(&self.seg, self.seg_len).is_ok() {
+                    self.seg_dirty = false;
+                }
+                self.warn("a write or fsync failed; the messages of this batch were refused", &e);
+                Err(Failure::of(&e))
+            }
+        }
+    }
+
+    fn write_done(&mut self, text: &str) -> Result<(), Failure> {
+        use std::io::Write;
+        if self.done_dirty {
+            self.done.set_len(self.done_len).map_err(|e| Failure::of(&e))?;
+            self.done_dirty = false;
+        }
+        let r = self.done.write_all(text.as_bytes()).and_then(|_| self.disk.sync(&self.done));
+        match r {
+            Ok(()) => {
+                self.done_len += text.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.done_dirty = true;
+                if self.done.set_len(self.done_len).is_ok() {
+                    self.done_dirty = false;
+                }
+                self.warn("could not write the done-log", &e);
+                Err(Failure::of(&e))
+            }
+        }
+    }
+
     fn commit(&mut self, batch: Vec<Request>) {
-        let mut seg_buf: Vec<io::IoSlice> = Vec::new();
-        let mut headers = Vec::new();
-        let mut locations = Vec::new();
+        let mut appends: Vec<(&[u8], &Arc<Vec<u8>>)> = Vec::new();
         let mut done_text = String::new();
         let mut releases = Vec::new();
-        let mut offset = self.seg_len;
+        let mut adopted = Vec::new();
         for r in &batch {
             match r {
-                Request::Append { record, body, .. } => {
-                    let mut h = crc32fast::Hasher::new();
-                    h.update(record);
-                    h.update(body);
-                    headers.push(encode_header(record, body.len() as u64, h.finalize()));
-                    let body_off = offset + (HEADER + record.len()) as u64;
-                    locations.push(Location { segment: self.current, offset: body_off, len: body.len() as u64 });
-                    offset = body_off + body.len() as u64;
+                Request::Append { env, body, .. } => appends.push((env, body)),
+                Request::Done { text, releases: rel, .. } => {
+                    done_text.push_str(text);
+                    releases.extend_from_slice(rel);
                 }
-                Request::Done { entries, .. } => {
-                    for e in entries {
-                        done_text.push_str(&format!("{} {} {}\n", e.id, e.rcpt, e.status.as_str()));
-                        if let Some(s) = e.release {
-                            releases.push(s);
-                        }
-                    }
-                }
+                Request::Adopt { segment, live } => adopted.push((*segment, *live)),
             }
         }
-        let mut hi = 0;
-        for r in &batch {
-            if let Request::Append { record, body, .. } = r {
-                seg_buf.push(io::IoSlice::new(&headers[hi]));
-                seg_buf.push(io::IoSlice::new(record));
-                seg_buf.push(io::IoSlice::new(body));
-                hi += 1;
-            }
+        for (s, n) in adopted {
+            *self.live.entry(s).or_default() += n;
         }
-        let seg_result =
-            if seg_buf.is_empty() { Ok(()) } else { write_all_vectored(&mut self.seg, &mut seg_buf).and_then(|_| self.seg.sync_data()) };
-        let done_result =
-            if done_text.is_empty() { Ok(()) } else { self.done.write_all(done_text.as_bytes()).and_then(|_| self.done.sync_data()) };
-        drop(seg_buf);
-        let appended = locations.len();
-        if seg_result.is_ok() {
-            self.seg_len = offset;
-            *self.live.entry(self.current).or_default() += appended;
-        } else {
-            // A failed write may have left a partial record: start a new segment
-            // so later records are not stranded behind it.
-            self.seg_len = SEGMENT_SIZE;
-        }
+        let appended = if appends.is_empty() { Ok(Vec::new()) } else { self.append(&appends) };
+        drop(appends);
+        let done = if done_text.is_empty() { Ok(()) } else { self.write_done(&done_text) };
         let mut li = 0;
         for r in batch {
             match r {
                 Request::Append { reply, .. } => {
-                    let _ = reply.send(seg_result.as_ref().map(|_| locations[li]).map_err(|e| e.to_string()));
+                    let _ = reply.send(appended.as_ref().map(|l| l[li]).map_err(Clone::clone));
                     li += 1;
                 }
-                Request::Done { reply, .. } => {
-                    let _ = reply.send(done_result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                Request::Done { reply: Some(reply), .. } => {
+                    let _ = reply.send(done.clone());
                 }
+                Request::Done { reply: None, .. } | Request::Adopt { .. } => {}
             }
         }
-        if done_result.is_ok() {
+        if done.is_ok() {
             for s in releases {
                 if let Some(n) = self.live.get_mut(&s) {
                     *n = n.saturating_sub(1);
                     if *n == 0 && s != self.current {
                         self.live.remove(&s);
+                        self.used.remove(&s);
                         let _ = fs::remove_file(seg_path(&self.dir, s));
                     }
                 }
             }
         }
-        if self.seg_len >= SEGMENT_SIZE {
+        if self.seg_len >= self.segment_size {
             if let Err(e) = self.rotate() {
-                tracing::error!(error = %e, "could not start a new spool segment");
+                // Not fatal: the current segment is clean, writing goes on there.
+                self.warn("could not start a new segment; the current one goes on", &e);
             }
         }
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let next = self.current + 1;
-        let f = new_segment(&self.dir, next)?;
-        fsync_dir(&self.dir)?;
+        let next = next_number(&self.used);
+        let f = self.disk.create(&seg_path(&self.dir, next))?;
+        if let Err(e) = self.disk.sync_dir(&self.dir) {
+            let _ = fs::remove_file(seg_path(&self.dir, next));
+            return Err(e);
+        }
         let old = self.current;
+        self.used.insert(next);
         self.seg = f;
         self.current = next;
         self.seg_len = 0;
+        self.seg_dirty = false;
         if self.live.get(&old).copied().unwrap_or(0) == 0 {
             self.live.remove(&old);
+            self.used.remove(&old);
             let _ = fs::remove_file(seg_path(&self.dir, old));
         }
         Ok(())
     }
 }
 
-fn write_all_vectored(f: &mut File, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
-    io::IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match f.write_vectored(bufs) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "spool write returned 0")),
-            Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// For tools that inspect a stopped server's spool without taking it over:
-/// the open messages, read only.
-/// Read a message body from the spool directory `dir` (also for a stopped server).
-pub fn read_body(dir: &Path, loc: &Location) -> io::Result<Vec<u8>> {
-    let f = File::open(seg_path(dir, loc.segment))?;
-    let mut buf = vec![0u8; loc.len as usize];
-    f.read_exact_at(&mut buf, loc.offset)?;
-    Ok(buf)
-}
-
-pub fn inspect(dir: &Path) -> Result<Vec<Recovered>, SpoolError> {
-    let mut out = Vec::new();
-    if !dir.exists() {
-        return Ok(out);
-    }
-    let done = read_done_log(&dir.join("done.log"))?;
-    let mut segs: Vec<PathBuf> =
-        fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect();
-    segs.sort();
-    for p in segs {
-        let n = p.file_stem().and_then(|s| s.to_str()).and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0);
-        let data = fs::read(&p)?;
-        let mut pos = 0;
-        while let Some((env, body_off, body_len, total)) = parse_record(&data[pos..]) {
-            if let Ok(message) = serde_json::from_slice::<QueuedMessage>(env) {
-                let done_idx: Vec<usize> = (0..message.rcpts.len()).filter(|i| done.contains_key(&(message.id.clone(), *i))).collect();
-                if done_idx.len() < message.rcpts.len() {
-                    out.push(Recovered {
-                        message,
-                        location: Location { segment: n, offset: (pos + body_off) as u64, len: body_len as u64 },
-                        done: done_idx,
-                    });
-                }
-            }
-            pos += total;
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::{Fault, Faulty};
+    use crate::donelog::DoneStatus;
+    use crate::envelope::Recipient;
 
     fn msg(id: &str, n: usize) -> QueuedMessage {
         QueuedMessage {
@@ -505,49 +719,135 @@ mod tests {
         }
     }
 
+    fn id(i: usize) -> String {
+        format!("{i:016x}")
+    }
+
     fn tempdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mx6-spool-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
     }
 
+    fn recover(dir: &Path) -> (SpoolHandle, Vec<Recovered>, Report) {
+        let (h, rec) = open(dir, Options::for_dir(dir)).unwrap();
+        let mut v = Vec::new();
+        let report = rec.run(|r| v.push(r)).unwrap();
+        (h, v, report)
+    }
+
+    fn body(i: usize) -> Arc<Vec<u8>> {
+        Arc::new(format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+    }
+
     #[tokio::test]
-    async fn append_recover_done_and_truncate() {
+    async fn append_recover_done_and_a_torn_tail() {
         let dir = tempdir("basic");
-        let (h, rec) = open(&dir).unwrap();
+        let (h, rec) = open(&dir, Options::for_dir(&dir)).unwrap();
         assert!(rec.is_empty());
         let mut tasks = Vec::new();
         for i in 0..50 {
             let h = h.clone();
-            tasks.push(tokio::spawn(async move {
-                let body = Arc::new(format!("body {i}\r\n").into_bytes());
-                h.append(&msg(&format!("id{i:03}"), 2), body).await.unwrap()
-            }));
+            tasks.push(tokio::spawn(async move { h.append(&msg(&id(i), 2), body(i)).await.unwrap() }));
         }
         let mut locs = Vec::new();
         for t in tasks {
             locs.push(t.await.unwrap());
         }
-        assert_eq!(h.read_body(&locs[7]).unwrap(), b"body 7\r\n");
+        assert_eq!(h.read_body(&locs[7]).unwrap(), *body(7));
+        assert_eq!(h.read_envelope(&locs[7]).unwrap().id, id(7));
         h.done(vec![
-            DoneEntry { id: "id000".into(), rcpt: 0, status: DoneStatus::Delivered, release: None },
-            DoneEntry { id: "id000".into(), rcpt: 1, status: DoneStatus::Delivered, release: Some(locs[0].segment) },
-            DoneEntry { id: "id001".into(), rcpt: 1, status: DoneStatus::Delivered, release: None },
+            DoneEntry { id: id(0), rcpt: 0, status: DoneStatus::Delivered, release: None },
+            DoneEntry { id: id(0), rcpt: 1, status: DoneStatus::Delivered, release: Some(locs[0].segment) },
+            DoneEntry { id: id(1), rcpt: 1, status: DoneStatus::Delivered, release: None },
         ])
         .await
         .unwrap();
+        h.mark_deferred(&id(2));
         drop(h);
-        // A crash in the middle of a write: garbage at the end of the segment.
+        // A crash in the middle of a write: a record cut short at the end.
         let seg = seg_path(&dir, locs[0].segment);
+        let mut torn = record::header(b"{\"id\":\"x\"}", b"0123456789").to_vec();
+        torn.extend_from_slice(b"{\"id\":\"x\"}0123");
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(b"MX6M\x10\x00\x00\x00garbage").unwrap();
+        io::Write::write_all(&mut f, &torn).unwrap();
         drop(f);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let (_h, rec) = open(&dir).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let dir2 = dir.clone();
+        let (h, rec, report) = tokio::task::spawn_blocking(move || recover(&dir2)).await.unwrap();
         assert_eq!(rec.len(), 49);
-        let r1 = rec.iter().find(|r| r.message.id == "id001").unwrap();
-        assert_eq!(r1.done, vec![1]);
+        assert_eq!((report.corrupt, report.incomplete), (0, 1));
+        let r1 = rec.iter().find(|r| r.id == id(1)).unwrap();
+        assert_eq!((r1.done.clone(), r1.deferred), (vec![1], false));
+        assert!(rec.iter().find(|r| r.id == id(2)).unwrap().deferred);
+        // The compacted facts survive another restart.
+        drop(h);
+        std::thread::sleep(Duration::from_millis(50));
         assert_eq!(inspect(&dir).unwrap().len(), 49);
-        let _ = fs::remove_dir_all(&dir);
+        let (_h, rec, _) = tokio::task::spawn_blocking(move || recover(&dir)).await.unwrap();
+        assert_eq!(rec.iter().find(|r| r.id == id(1)).unwrap().done, vec![1]);
+        assert!(rec.iter().find(|r| r.id == id(2)).unwrap().deferred);
+    }
+
+    #[tokio::test]
+    async fn failed_writes_and_syncs_refuse_their_batch_and_leave_a_readable_segment() {
+        let dir = tempdir("faults");
+        let faults = Arc::new(Mutex::new(Vec::new()));
+        let (h, _) = open_with(&dir, Options::for_dir(&dir), Box::new(Faulty { faults: faults.clone() })).unwrap();
+        h.append(&msg(&id(1), 1), body(1)).await.unwrap();
+        // Disk full in the middle of a record: refused, and the torn bytes cut back.
+        faults.lock().unwrap().push(Fault::AppendPartial(30));
+        let e = h.append(&msg(&id(2), 1), body(2)).await.unwrap_err();
+        assert!(e.is_full(), "{e}");
+        // fsync fails: refused too (not full: an I/O error), never retried as safe.
+        faults.lock().unwrap().push(Fault::SyncFails);
+        let e = h.append(&msg(&id(3), 1), body(3)).await.unwrap_err();
+        assert!(!e.is_full(), "{e}");
+        // The cut back fails as well: writing moves to a fresh segment.
+        faults.lock().unwrap().extend([Fault::AppendPartial(10), Fault::TruncateFails, Fault::TruncateFails]);
+        assert!(h.append(&msg(&id(4), 1), body(4)).await.is_err());
+        // Space is back: accepted again, no restart.
+        let l5 = h.append(&msg(&id(5), 1), body(5)).await.unwrap();
+        assert_eq!(h.read_body(&l5).unwrap(), *body(5));
+        drop(h);
+        std::thread::sleep(Duration::from_millis(50));
+        let (_h, rec, report) = tokio::task::spawn_blocking(move || recover(&dir)).await.unwrap();
+        let mut ids: Vec<String> = rec.into_iter().map(|r| r.id).collect();
+        ids.sort();
+        assert_eq!(ids, [id(1), id(5)], "exactly the acknowledged messages");
+        assert_eq!(report.corrupt + report.incomplete, 1, "the torn record that could not be cut back is set aside: {report:?}");
+    }
+
+    #[tokio::test]
+    async fn rotation_that_fails_is_retried_and_segments_are_found_by_listing() {
+        let dir = tempdir("rotate");
+        fs::create_dir_all(&dir).unwrap();
+        // A stray segment with the highest possible number and a name that is not one.
+        fs::write(seg_path(&dir, u64::MAX), b"not a record").unwrap();
+        fs::write(dir.join("12.seg"), b"x").unwrap();
+        let opts = || Options { segment_size: 100, ..Options::for_dir(&dir) };
+        let faults = Arc::new(Mutex::new(vec![Fault::CreateFails]));
+        assert!(open_with(&dir, opts(), Box::new(Faulty { faults: faults.clone() })).is_err(), "no segment to write to: a clear error");
+        let started = Instant::now();
+        let (h, rec) = open_with(&dir, opts(), Box::new(Faulty { faults: faults.clone() })).unwrap();
+        let report = tokio::task::spawn_blocking(move || rec.run(|_| {})).await.unwrap().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(report.corrupt, 1, "{report:?}");
+        assert!(!seg_path(&dir, u64::MAX).exists(), "nothing open in it: removed after its octets were set aside");
+        assert!(dir.join("12.seg").exists(), "a name that does not parse is left alone");
+        faults.lock().unwrap().push(Fault::CreateFails);
+        let mut locs = Vec::new();
+        for i in 0..4 {
+            locs.push(h.append(&msg(&id(i), 1), body(i)).await.unwrap());
+        }
+        assert_eq!(locs[0].segment, locs[1].segment, "the failed rotation kept the current segment");
+        assert_ne!(locs[1].segment, locs[3].segment, "and was retried");
+        for (i, l) in locs.iter().enumerate() {
+            assert_eq!(h.read_body(l).unwrap(), *body(i));
+        }
+        let mode = |p: &Path| std::os::unix::fs::PermissionsExt::mode(&fs::metadata(p).unwrap().permissions()) & 0o777;
+        assert_eq!(mode(&seg_path(&dir, locs[3].segment)), 0o600);
+        assert_eq!(mode(&dir.join("done.log")), 0o600);
+        assert_eq!(mode(&dir), 0o700);
     }
 }

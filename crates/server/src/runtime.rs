@@ -48,12 +48,26 @@ pub enum ServeError {
     Store(#[from] mx6_store::StoreError),
     #[error("listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
+    #[error("{0}")]
+    Lock(#[from] mx6_queue::lock::LockError),
+    #[error("{0}")]
+    Control(String),
 }
 
 /// Run the server until `stop` resolves, then shut down gracefully.
 pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
     raise_fd_limit(cfg.limits.sessions);
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
+    // Private by default: everything mx6 creates is its own (0600 / 0700).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    mx6_queue::disk::private_dir(&cfg.data_dir).map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
+    for sub in ["spool", "state", "dkim", "tls", "quarantine"] {
+        let p = cfg.data_dir.join(sub);
+        if p.is_dir() {
+            mx6_queue::disk::set_mode(&p, 0o700);
+        }
+    }
+    // One owner per data_dir, before anything else is touched or bound.
+    let _lock = mx6_queue::lock::acquire(&cfg.data_dir)?;
     let mut bound = Vec::new();
     for l in &cfg.listener {
         let sock = listener::bind(l.address).map_err(|source| ServeError::Bind { address: l.address.to_string(), source })?;
@@ -71,14 +85,15 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     if !cfg.user.is_empty() {
         privileges::drop_to(&cfg.user, &cfg.data_dir)?;
     }
+    let socket = crate::control::protocol::socket_path(&cfg.data_dir);
+    let control_listener = crate::control::server::bind(&socket).map_err(ServeError::Control)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let Assembled { services, control, queue, state, metrics, tls, sessions } = assemble(&cfg, stop_rx.clone())?;
+    let Assembled { services, control, queue, state, metrics, tls, sessions, recovery } = assemble(&cfg, stop_rx.clone())?;
     let mut tasks = Vec::new();
     if let Some(l) = admin {
         tasks.push(tokio::spawn(crate::admin::http::serve(l, metrics.clone(), stop_rx.clone())));
     }
-    let socket = crate::control::protocol::socket_path(&cfg.data_dir);
-    tasks.push(tokio::spawn(crate::control::server::serve(socket, control, stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::control::server::serve(control_listener, socket, control, stop_rx.clone())));
     tasks.push(tokio::spawn(state.clone().saver(Duration::from_secs(10), stop_rx.clone())));
     let gate =
         Arc::new(Gate { tls, sessions: sessions.clone(), metrics: metrics.clone(), hostname: cfg.hostname.clone(), shutdown: stop_rx });
@@ -90,6 +105,8 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         };
         tasks.push(tokio::spawn(listener::serve(sock, l, gate.clone(), handler)));
     }
+    // The old segments are read while the server already serves.
+    let recovering = queue.recover(recovery);
     tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), "mx6 ready");
     stop.await;
     tracing::info!("shutting down: no new connections; finishing sessions");
@@ -100,6 +117,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     // Sessions finish their message, then get 421.
     let all = cfg.limits.sessions as u32;
     let _ = tokio::time::timeout(Duration::from_secs(30), sessions.acquire_many(all)).await;
+    let _ = recovering.await;
     queue.drain(Duration::from_secs(30)).await;
     let st = state.clone();
     let _ = tokio::task::spawn_blocking(move || st.save()).await;
@@ -118,6 +136,8 @@ pub struct Assembled {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// One permit per session (`limits.sessions`).
     pub sessions: Arc<Semaphore>,
+    /// The spool's old segments, for [`QueueManager::recover`].
+    pub recovery: mx6_queue::spool::Recovery,
 }
 
 /// Build the services of `mx6 serve` from their config sections; `shutdown`
@@ -133,10 +153,9 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         tracing::info!(domain = %key.domain, selector = %key.selector, algorithm = key.algorithm(), "DKIM signing key loaded");
         dkim.push(key);
     }
-    let (spool, recovered) = mx6_queue::spool::open(&cfg.path_in_data("spool"))?;
-    if !recovered.is_empty() {
-        tracing::info!(messages = recovered.len(), "recovered queued messages from the spool");
-    }
+    let spool_dir = cfg.path_in_data("spool");
+    let opts = mx6_queue::spool::Options { segment_size: cfg.queue.segment_size as u64, quarantine: cfg.path_in_data("quarantine") };
+    let (spool, recovery) = mx6_queue::spool::open(&spool_dir, opts)?;
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(State::open(&cfg.store, &cfg.data_dir, metrics.clone())?);
     let rules = cfg.ratelimit_rules();
@@ -162,7 +181,6 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         data_dir: &cfg.data_dir,
         hostname: &cfg.hostname,
         spool: spool.clone(),
-        recovered,
         metrics: metrics.clone(),
         destinations,
     });
@@ -182,6 +200,7 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         filters: Filters::new(&cfg.content_filter, &cfg.milter),
         tls: tls.clone(),
         spool: spool.clone(),
+        min_free: cfg.queue.min_free(cfg.limits.message_size),
         queue: queue.clone(),
         inbound,
         dkim,
@@ -190,8 +209,8 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         reputation,
     });
     let control =
-        Arc::new(Control { registry: queue.registry.clone(), spool, state: state.clone(), half_life: services.reputation.half_life() });
-    Ok(Assembled { services, control, queue, state, metrics, tls, sessions })
+        Arc::new(Control { queue: queue.clone(), spool, state: state.clone(), half_life: services.reputation.half_life() });
+    Ok(Assembled { services, control, queue, state, metrics, tls, sessions, recovery })
 }
 
 /// Each session needs a descriptor (two during delivery): raise the soft limit

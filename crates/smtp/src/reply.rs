@@ -274,6 +274,15 @@ pub fn nul_in_data() -> Reply {
 pub fn storage_failure() -> Reply {
     Reply::new(451, "4.3.0", "Error: queue file write error, try again later")
 }
+/// RFC 3463 4.3.1, mail system full: the spool could not take the message.
+pub fn storage_full() -> Reply {
+    Reply::new(452, "4.3.1", "Error: insufficient system storage, try again later")
+}
+/// At MAIL, before any data: the spool's free space is below `queue.min_free`
+/// (RFC 5321 §4.5.3.1.10, RFC 3463 4.3.1).
+pub fn insufficient_storage() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system storage")
+}
 // ---- recipients and policy ------------------------------------------------------
 
 pub fn unknown_user() -> Reply {

@@ -70,7 +70,10 @@ pub fn run(cfg: &Config, cmd: &QueueCmd) -> anyhow::Result<()> {
         Some(Ok(r)) if r.ok => (r.messages, r.headers, r.affected),
         Some(Ok(r)) => anyhow::bail!("{}", r.error),
         Some(Err(e)) => anyhow::bail!("control socket: {e}"),
-        None => match stopped(cfg, &req)? {
+        None => match {
+            let _lock = crate::commands::support::offline_lock(&cfg.data_dir)?;
+            stopped(cfg, &req)?
+        } {
             Some(a) => a,
             None => {
                 println!("mx6 is not running; queued messages are tried when it starts");

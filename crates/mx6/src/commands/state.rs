@@ -33,6 +33,10 @@ pub fn run(cfg: &Config, cmd: &StateCmd) -> anyhow::Result<()> {
     let resp = match request(&cfg.data_dir, &req) {
         Some(r) => r.map_err(|e| anyhow::anyhow!("control socket: {e}"))?,
         None => {
+            let _lock = match cfg.store.backend {
+                mx6_config::StoreBackend::Embedded => crate::commands::support::offline_lock(&cfg.data_dir)?,
+                mx6_config::StoreBackend::Redis => None,
+            };
             let Some(rt) = runtime() else { anyhow::bail!("cannot start a runtime") };
             rt.block_on(async {
                 use mx6_store::StateStore;

@@ -87,3 +87,27 @@ pub async fn stop_signal() {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
 }
+
+/// For the offline tools: the data_dir lock, when no server answers on the
+/// control socket. A server that holds the lock but does not answer is never
+/// worked around: its files are not touched. `None` when there is no data_dir
+/// yet (nothing to act on).
+pub fn offline_lock(data_dir: &Path) -> anyhow::Result<Option<mx6_queue::lock::DataDirLock>> {
+    use mx6_queue::lock::{acquire, LockError};
+    if !data_dir.exists() {
+        return Ok(None);
+    }
+    match acquire(data_dir) {
+        Ok(l) => Ok(Some(l)),
+        Err(LockError::Held { path, pid }) => anyhow::bail!(
+            "mx6{} holds {} but its control socket {} does not answer; refusing to touch the files of a running server",
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+            path.display(),
+            mx6_server::control::protocol::socket_path(data_dir).display()
+        ),
+        Err(LockError::Io { path, source }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            anyhow::bail!("{}: {source} (run mx6 as root or as the user mx6 runs as)", path.display())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

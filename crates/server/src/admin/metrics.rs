@@ -7,7 +7,7 @@
 //! message (a Maildir has no peer). `mx6_delivery_duration_seconds` carries
 //! `family` besides the contract's `result`, for latency by family.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub struct Metrics {
     registry: Registry,
@@ -22,6 +22,9 @@ pub struct Metrics {
     pub queue_messages: IntGaugeVec,
     pub delivery_attempts: IntCounterVec,
     pub delivery_duration: HistogramVec,
+    pub spool_corrupt: IntCounter,
+    pub spool_write_failures: IntCounterVec,
+    pub spool_free_bytes: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -75,6 +78,25 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(delivery_duration.clone())).expect("unique metric");
+        let spool_corrupt = IntCounter::new(
+            "mx6_spool_corrupt_records_total",
+            "Spool records found corrupt (at recovery, or when a body is read); their octets are copied to data_dir/quarantine.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(spool_corrupt.clone())).expect("unique metric");
+        let spool_write_failures = counter(
+            &r,
+            "mx6_spool_write_failures_total",
+            "Spool writes (or fsyncs) that failed, by kind: full (no space, 452 4.3.1) or io (451 4.3.0).",
+            &["kind"],
+        );
+        for kind in ["full", "io"] {
+            spool_write_failures.with_label_values(&[kind]).inc_by(0);
+        }
+        let spool_free_bytes =
+            IntGauge::new("mx6_spool_free_bytes", "Free octets on the spool's filesystem at the last check (MAIL checks it against queue.min_free).")
+                .expect("valid metric");
+        r.register(Box::new(spool_free_bytes.clone())).expect("unique metric");
         for state in ["active", "deferred", "hold"] {
             queue_messages.with_label_values(&[state]).set(0);
         }
@@ -107,6 +129,9 @@ impl Metrics {
             queue_messages,
             delivery_attempts,
             delivery_duration,
+            spool_corrupt,
+            spool_write_failures,
+            spool_free_bytes,
         }
     }
 

@@ -5,9 +5,17 @@ use std::path::Path;
 
 use crate::control::protocol::{socket_path, Request, Response};
 
-/// Ask the running server; `None` when none answers on the socket.
+/// Ask the running server; `None` when none answers on the socket (an error
+/// when the socket is there but may not be used, e.g. by another user).
 pub fn request(data_dir: &Path, req: &Request) -> Option<Result<Response, String>> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket_path(data_dir)).ok()?;
+    let path = socket_path(data_dir);
+    let mut s = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Some(Err(format!("{}: {e} (run mx6 as root or as the user mx6 runs as)", path.display())));
+        }
+        Err(_) => return None,
+    };
     let mut line = serde_json::to_string(req).unwrap_or_default();
     line.push('\n');
     if let Err(e) = s.write_all(line.as_bytes()) {

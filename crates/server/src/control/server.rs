@@ -5,40 +5,49 @@
 //! Defends against: oversized requests (64 KiB), unknown operations (an error
 //! response, never a panic).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mx6_queue::ops::Action;
 use mx6_queue::SpoolHandle;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use crate::checks::state::State;
 use crate::control::protocol::{Request, Response};
-use crate::queue::registry::Registry;
+use crate::queue::manager::QueueManager;
 
 /// What the control socket acts on.
 pub struct Control {
-    pub registry: Arc<Registry>,
+    pub queue: QueueManager,
     pub spool: SpoolHandle,
     pub state: Arc<State>,
     /// Reputation half-life (ms), for showing decayed scores.
     pub half_life: u64,
 }
 
-pub async fn serve(path: PathBuf, control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
-    let _ = std::fs::remove_file(&path);
-    let l = match tokio::net::UnixListener::bind(&path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "control socket unavailable; `mx6 queue` works on the stopped server only");
-            return;
-        }
-    };
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+/// Unix socket paths are limited to 108 octets (`sun_path`).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Bind the control socket; a path that cannot be bound is an error, never a
+/// server that runs without it (the offline tools would then refuse to act).
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "control socket {}: the path is {len} octets; a unix socket path may have at most {MAX_SOCKET_PATH}: choose a shorter data_dir",
+            path.display()
+        ));
     }
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(l)
+}
+
+pub async fn serve(l: UnixListener, path: PathBuf, control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             a = l.accept() => if let Ok((s, _)) = a {
@@ -66,19 +75,32 @@ pub async fn serve(path: PathBuf, control: Arc<Control>, mut shutdown: watch::Re
 
 impl Control {
     pub async fn handle(&self, req: Request) -> Response {
-        let reg = &self.registry;
-        let act = |action, id: Option<&str>| match reg.act(action, id) {
+        let (action, id) = match req {
+            Request::Hold { id } => (Action::Hold, Some(id)),
+            Request::Release { id } => (Action::Release, Some(id)),
+            Request::Delete { id } => (Action::Delete, Some(id)),
+            Request::Flush => (Action::Flush, None),
+            other => return self.read(other).await,
+        };
+        match self.queue.act(action, id.as_deref()).await {
             Ok(n) => Response { ok: true, affected: n, ..Default::default() },
             Err(e) => Response::error(e),
-        };
+        }
+    }
+
+    /// The list of messages (read from the spool off the runtime).
+    async fn list(&self) -> Vec<mx6_queue::listing::Listed> {
+        let (reg, spool) = (self.queue.registry.clone(), self.spool.clone());
+        tokio::task::spawn_blocking(move || reg.list(&spool)).await.unwrap_or_default()
+    }
+
+    /// The requests that only read.
+    async fn read(&self, req: Request) -> Response {
+        let reg = &self.queue.registry;
         match req {
-            Request::Hold { id } => act(Action::Hold, Some(&id)),
-            Request::Release { id } => act(Action::Release, Some(&id)),
-            Request::Delete { id } => act(Action::Delete, Some(&id)),
-            Request::Flush => act(Action::Flush, None),
-            Request::List => Response { ok: true, messages: reg.list(), ..Default::default() },
+            Request::List => Response { ok: true, messages: self.list().await, ..Default::default() },
             Request::Show { id } => {
-                let Some(m) = reg.list().into_iter().find(|m| m.id == id) else {
+                let Some(m) = self.list().await.into_iter().find(|m| m.id == id) else {
                     return Response::error(format!("{id}: no such message in the queue"));
                 };
                 let headers = match reg.location(&id) {
@@ -97,6 +119,9 @@ impl Control {
             }
             Request::StateShow { parts } => self.state(parts, false).await,
             Request::StateClear { parts } => self.state(parts, true).await,
+            Request::Hold { .. } | Request::Release { .. } | Request::Delete { .. } | Request::Flush => {
+                Response::error("not a read request")
+            }
         }
     }
 

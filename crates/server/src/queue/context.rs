@@ -1,14 +1,16 @@
 //! What every part of the queue shares: the spool, the schedule, the
 //! hand-off channel back to the queue manager, metrics, destinations and the
-//! registry; the [`Job`] that travels between them; and the retry wait
-//! (RFC 5321 §4.5.4.1), which honours hold, release, delete and flush.
+//! registry; the [`Job`] that travels between them (a message loaded for
+//! delivery); and what happens when an attempt leaves recipients open (the
+//! message waits on disk for its next attempt, RFC 5321 §4.5.4.1), when an
+//! operator deletes it, or when its record turns out corrupt.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
+use mx6_queue::index::Effect;
 use mx6_queue::schedule::Schedule;
-use mx6_queue::{Location, QueuedMessage, SpoolHandle};
+use mx6_queue::{DoneEntry, DoneStatus, Location, QueuedMessage, SpoolError, SpoolHandle};
 use tokio::sync::mpsc;
 
 use crate::admin::metrics::Metrics;
@@ -22,6 +24,7 @@ pub struct Job {
     /// The body when it is still in memory (fresh messages).
     pub body: Option<Arc<Vec<u8>>>,
     pub done: Vec<bool>,
+    /// Attempts so far that left recipients open.
     pub failures: u32,
     /// Came from the spool at start: a delivery may already have happened.
     pub recovered: bool,
@@ -52,7 +55,7 @@ pub struct Ctx {
     pub maildir: String,
     pub hostname: String,
     pub schedule: Schedule,
-    /// Back to the queue manager.
+    /// To the queue manager.
     pub tx: mpsc::UnboundedSender<Job>,
     pub metrics: Arc<Metrics>,
     pub destinations: Arc<Destinations>,
@@ -60,73 +63,68 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Hand a job to the queue manager as active.
-    pub fn requeue(&self, job: Job) {
-        self.metrics.queue_messages.with_label_values(&["active"]).inc();
-        let _ = self.tx.send(job);
+    /// A new message (a bounce) for the queue: delivered now when a slot is
+    /// free, otherwise it waits on disk.
+    pub fn submit(&self, job: Job) {
+        if self.registry.admit(&job.msg.id, job.loc, &job.done, false) {
+            let _ = self.tx.send(job);
+        }
     }
 
-    /// A delivery attempt left recipients open: wait for the next attempt.
+    /// A delivery attempt left recipients open: it waits for the next one on
+    /// disk (its envelope and body leave memory).
     pub fn retry(self: &Arc<Self>, mut job: Job, error: &str) {
         job.failures += 1;
+        if job.failures == 1 {
+            // After a restart it is then scheduled by its age, not tried at once.
+            self.spool.mark_deferred(&job.msg.id);
+        }
         let delay = self.schedule.delay(job.failures);
         tracing::info!(queue_id = %job.msg.id, retry_in_secs = delay.as_secs(), attempts = job.failures, "delivery deferred");
-        let next = chrono::Utc::now().timestamp() + delay.as_secs() as i64;
-        self.registry.deferred(&job.msg.id, &job.done, job.failures, next, error);
-        self.metrics.queue_messages.with_label_values(&["deferred"]).inc();
-        tokio::spawn(wait_then_requeue(self.clone(), job, delay));
+        let next = super::registry::now() + delay.as_secs() as i64;
+        let effect = self.registry.deferred(&job.msg.id, &job.done, job.failures, next, error);
+        self.apply(effect, &job.msg.from);
     }
 
-    /// Held or deleted before its attempt: park it without an attempt.
+    /// Held or deleted before its attempt: back to the index without one.
     pub fn park(self: &Arc<Self>, job: Job) {
-        self.metrics.queue_messages.with_label_values(&["active"]).dec();
-        self.metrics.queue_messages.with_label_values(&["deferred"]).inc();
-        tokio::spawn(wait_then_requeue(self.clone(), job, Duration::ZERO));
+        let effect = self.registry.deferred(&job.msg.id, &job.done, job.failures, super::registry::now(), "");
+        self.apply(effect, &job.msg.from);
     }
-}
 
-/// Wait for the next attempt (or a flush), stay while held, and honour a
-/// delete; then hand the job back to the queue. Counted as deferred (or hold)
-/// meanwhile.
-async fn wait_then_requeue(ctx: Arc<Ctx>, job: Job, delay: Duration) {
-    let m = ctx.metrics.clone();
-    let wake = ctx.registry.track(&job.msg, job.loc, &job.done, job.failures);
-    if !delay.is_zero() {
-        let next = chrono::Utc::now().timestamp() + delay.as_secs() as i64;
-        ctx.registry.deferred(&job.msg.id, &job.done, job.failures, next, "");
+    /// Carry out what the registry asks after an operation.
+    pub fn apply(self: &Arc<Self>, effect: Option<Effect>, from: &str) {
+        let Some(Effect::Delete { id, loc, done }) = effect else { return };
+        let ctx = self.clone();
+        let from = from.to_string();
+        tokio::spawn(async move { ctx.delete(&mx6_queue::index::format_id(id), loc, &done, &from).await });
     }
-    let mut state = "deferred";
-    let mut sleep_for = delay;
-    loop {
-        if !sleep_for.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(sleep_for) => {}
-                _ = wake.notified() => {}
-            }
+
+    /// Record an operator's deletion.
+    pub async fn delete(&self, id: &str, loc: Location, done: &[bool], from: &str) {
+        let entries = mx6_queue::ops::deletion(id, done, loc.segment);
+        if let Err(e) = self.spool.done(entries).await {
+            tracing::error!(queue_id = %id, error = %e, "could not record the deletion");
         }
-        let (held, deleted) = ctx.registry.flags(&job.msg.id);
-        if deleted {
-            m.queue_messages.with_label_values(&[state]).dec();
-            let entries = mx6_queue::ops::deletion(&job.msg.id, &job.done, job.loc.segment);
-            if let Err(e) = ctx.spool.done(entries).await {
-                tracing::error!(queue_id = %job.msg.id, error = %e, "could not record the deletion");
-            }
-            tracing::info!(queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), status = "deleted", "removed from the queue by the operator");
-            ctx.registry.finished(&job.msg.id);
-            return;
-        }
-        if held {
-            if state != "hold" {
-                m.queue_messages.with_label_values(&[state]).dec();
-                m.queue_messages.with_label_values(&["hold"]).inc();
-                state = "hold";
-            }
-            wake.notified().await;
-            sleep_for = Duration::ZERO;
-            continue;
-        }
-        break;
+        tracing::info!(queue_id = %id, from = %format!("<{from}>"), status = "deleted", "removed from the queue by the operator");
+        self.registry.finished(id);
     }
-    m.queue_messages.with_label_values(&[state]).dec();
-    ctx.requeue(job);
+
+    /// The message's record is corrupt: it cannot be delivered. Its open
+    /// recipients are recorded as such, the record is counted and logged.
+    pub async fn corrupt(&self, job: Job, error: &SpoolError) {
+        self.metrics.spool_corrupt.inc();
+        tracing::error!(queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), error = %error, "the spool record of this message is corrupt; it cannot be delivered");
+        let open: Vec<usize> = (0..job.done.len()).filter(|&i| !job.done[i]).collect();
+        let n = open.len();
+        let entries: Vec<DoneEntry> = open
+            .into_iter()
+            .enumerate()
+            .map(|(k, i)| DoneEntry { id: job.msg.id.clone(), rcpt: i, status: DoneStatus::Corrupt, release: (k + 1 == n).then_some(job.loc.segment) })
+            .collect();
+        if let Err(e) = self.spool.done(entries).await {
+            tracing::error!(queue_id = %job.msg.id, error = %e, "could not record the corrupt message");
+        }
+        self.registry.finished(&job.msg.id);
+    }
 }

@@ -8,26 +8,21 @@
 use std::sync::Arc;
 
 use mx6_delivery::maildir;
-use mx6_queue::dsn::Failure;
-use mx6_queue::{Location, QueuedMessage};
 
 use crate::queue::context::{Ctx, Job};
 use crate::queue::outcome::{local_failure, Fate, Tally};
 
-/// A message with recipients that expired: what its bounce needs.
-type Bounce = (Arc<QueuedMessage>, Location, Option<Arc<Vec<u8>>>, Vec<Failure>);
-
 /// What happened to one job's local recipients in a batch.
 struct JobResult {
     job: Job,
-    read_error: Option<String>,
+    read_error: Option<mx6_queue::SpoolError>,
     outcomes: Vec<(usize, Result<maildir::Outcome, maildir::MaildirError>)>,
 }
 
 /// Deliver a batch of jobs.
 pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     // Held or deleted while they waited: not delivered now.
-    let (jobs, parked): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| ctx.registry.flags(&j.msg.id) == (false, false));
+    let (parked, jobs): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| ctx.registry.parked(&j.msg.id));
     for job in parked {
         ctx.park(job);
     }
@@ -42,15 +37,18 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     let mut entries = Vec::new();
     let mut retries = Vec::new();
     let mut remote = Vec::new();
-    let mut bounces: Vec<Bounce> = Vec::new();
+    let mut corrupt = Vec::new();
     let m = &ctx.metrics;
     for JobResult { mut job, read_error, outcomes } in results {
         let family = job.client_family();
         let age = mx6_queue::id::age(&job.msg.id);
         let expired = ctx.schedule.expired(age);
         let age = age.as_secs_f64();
-        m.queue_messages.with_label_values(&["active"]).dec();
         if let Some(err) = read_error {
+            if matches!(err, mx6_queue::SpoolError::Corrupt { .. }) {
+                corrupt.push((job, err));
+                continue;
+            }
             tracing::error!(queue_id = %job.msg.id, error = %err, "can not read message from the spool; will retry");
             retries.push((job, format!("spool read: {err}")));
             continue;
@@ -82,12 +80,17 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             m.delivery(family, fate.labels(expired).1, age);
             tally.record(&mut job, i, fate);
         }
+        if !tally.failures.is_empty() {
+            // The bounce is queued before the outcomes are recorded: a bounce
+            // that cannot be queued leaves its recipients open.
+            let failures = std::mem::take(&mut tally.failures);
+            if !crate::queue::bounce::queue_for(ctx, &job.msg, job.loc, job.body.clone(), &failures).await {
+                tally.unbounce(&mut job, &failures);
+            }
+        }
         tally.release_if_finished(&job);
         entries.append(&mut tally.entries);
         let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && ctx.destinations.outbound(&job.msg.rcpts[i]));
-        if !tally.failures.is_empty() {
-            bounces.push((job.msg.clone(), job.loc, job.body.clone(), std::mem::take(&mut tally.failures)));
-        }
         match tally.deferred {
             Some(e) => retries.push((job, e)),
             None if relay_open => remote.push(job),
@@ -105,23 +108,20 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     for (job, error) in retries {
         ctx.retry(job, &error);
     }
-    // Bounces for local recipients that expired, one per message.
-    for (msg, loc, body, failures) in bounces {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { crate::queue::bounce::bounce_job(&ctx, &msg, loc, body, &failures).await });
+    for (job, err) in corrupt {
+        ctx.corrupt(job, &err).await;
     }
     for job in remote {
-        m.queue_messages.with_label_values(&["active"]).inc();
         tokio::spawn(crate::queue::remote::attempt(ctx.clone(), job));
     }
 }
 
 fn write_batch(ctx: &Ctx, jobs: Vec<Job>) -> Vec<JobResult> {
-    let mut bodies: Vec<Result<Arc<Vec<u8>>, String>> = Vec::with_capacity(jobs.len());
+    let mut bodies: Vec<Result<Arc<Vec<u8>>, mx6_queue::SpoolError>> = Vec::with_capacity(jobs.len());
     for job in &jobs {
         bodies.push(match &job.body {
             Some(b) => Ok(b.clone()),
-            None => ctx.spool.read_body(&job.loc).map(Arc::new).map_err(|e| e.to_string()),
+            None => ctx.spool.read_body(&job.loc).map(Arc::new),
         });
     }
     let mut items = Vec::new();

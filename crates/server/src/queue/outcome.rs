@@ -95,6 +95,21 @@ impl Tally {
         self.entries.push(DoneEntry { id: job.msg.id.clone(), rcpt: i, status, release: None });
     }
 
+    /// The bounce of `failures` could not be queued: those recipients stay
+    /// open (and are tried again) instead of being recorded as bounced.
+    pub fn unbounce(&mut self, job: &mut Job, failures: &[Failure]) {
+        for f in failures {
+            let pos = self.entries.iter().position(|e| {
+                e.status == DoneStatus::Bounced && job.msg.rcpts.get(e.rcpt).is_some_and(|r| r.address == f.recipient)
+            });
+            if let Some(p) = pos {
+                let e = self.entries.remove(p);
+                job.done[e.rcpt] = false;
+            }
+        }
+        self.deferred = Some("the bounce could not be queued; will try again".into());
+    }
+
     /// When this attempt finished the message, its last record releases the
     /// spool segment.
     pub fn release_if_finished(&mut self, job: &Job) {
@@ -124,7 +139,7 @@ mod tests {
             smtputf8: false,
             junk: false,
         };
-        Job::new(msg, Location { segment: 3, offset: 0, len: 0 }, Arc::new(Vec::new()))
+        Job::new(msg, Location { segment: 3, offset: 0, env_len: 0, body_len: 0, v1: false }, Arc::new(Vec::new()))
     }
 
     fn reply(code: u16, text: &str) -> ServerReply {
@@ -164,5 +179,19 @@ mod tests {
         );
         assert_eq!(t.failures.len(), 1);
         assert!(j.finished());
+    }
+
+    #[test]
+    fn a_bounce_that_cannot_be_queued_leaves_the_recipient_open() {
+        let mut j = job(2);
+        let mut t = Tally::default();
+        t.record(&mut j, 0, Fate::Delivered);
+        let f = remote(&RcptResult::Failed(reply(550, "5.1.1 no")), false, "r1@y.test", None);
+        t.record(&mut j, 1, f);
+        let failures = std::mem::take(&mut t.failures);
+        t.unbounce(&mut j, &failures);
+        assert_eq!(t.entries.len(), 1);
+        assert_eq!(j.done, [true, false]);
+        assert!(t.deferred.is_some());
     }
 }

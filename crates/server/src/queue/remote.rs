@@ -35,9 +35,9 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
             let loc = job.loc;
             match tokio::task::spawn_blocking(move || spool.read_body(&loc)).await {
                 Ok(Ok(b)) => Arc::new(b),
+                Ok(Err(e @ mx6_queue::SpoolError::Corrupt { .. })) => return ctx.corrupt(job, &e).await,
                 _ => {
                     tracing::error!(queue_id = %job.msg.id, "can not read message from the spool; will retry");
-                    ctx.metrics.queue_messages.with_label_values(&["active"]).dec();
                     return ctx.retry(job, "spool read failed");
                 }
             }
@@ -110,16 +110,19 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
             tally.record(&mut job, i, fate);
         }
     }
+    if !tally.failures.is_empty() {
+        // Queued first: a bounce that cannot be queued leaves its recipients open.
+        let failures = std::mem::take(&mut tally.failures);
+        if !crate::queue::bounce::bounce(&ctx, &job.msg, &body, &failures).await {
+            tally.unbounce(&mut job, &failures);
+        }
+    }
     tally.release_if_finished(&job);
     if !tally.entries.is_empty() {
         if let Err(e) = ctx.spool.done(std::mem::take(&mut tally.entries)).await {
             tracing::error!(queue_id = %job.msg.id, error = %e, "could not record delivery outcomes");
         }
     }
-    if !tally.failures.is_empty() {
-        crate::queue::bounce::bounce(&ctx, &job.msg, &body, &tally.failures).await;
-    }
-    m.queue_messages.with_label_values(&["active"]).dec();
     match tally.deferred {
         Some(e) => ctx.retry(job, &e),
         None if job.finished() => ctx.registry.finished(&job.msg.id),

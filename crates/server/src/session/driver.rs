@@ -192,7 +192,7 @@ async fn answer(ctx: &mut Ctx, s: &Arc<Services>, ask: Ask) -> Answer {
         Ask::Helo { arg, .. } => stages::helo(ctx, arg),
         Ask::Auth { mechanism, username, password, .. } => auth::authenticate(ctx, s, mechanism, username, password).await,
         Ask::StartTls => stages::starttls(ctx, s).await,
-        Ask::Mail { from, auth, .. } => stages::mail(ctx, s, from, auth).await,
+        Ask::Mail { from, params, auth } => stages::mail(ctx, s, from, &params, auth).await,
         Ask::Rcpt { to, from } => stages::rcpt(ctx, s, to, from).await,
         Ask::Message(env) => end_of_data::message(ctx, s, env).await,
     }

@@ -169,17 +169,18 @@ async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> 
             s.metrics.messages_accepted.with_label_values(&[ctx.family.as_str(), &ctx.listener]).inc();
             if let Some(reason) = &msg.hold {
                 // Quarantined by a milter: on hold until `mx6 queue release`.
-                if let Err(e) = s.queue.registry.hold_new(&id) {
-                    tracing::error!(queue_id = %id, error = %e, "could not record the hold");
-                }
                 tracing::info!(queue_id = %id, reason = %reason, "quarantined: on hold until `mx6 queue release`");
             }
-            s.queue.submit(Job::new(qm, loc, body));
+            s.queue.submit(Job::new(qm, loc, body), msg.hold.is_some());
             Answer::Queued(id)
         }
         Err(e) => {
-            slog!(error, ctx, error = %e, "spool write failed");
-            Answer::Reject(reply::storage_failure())
+            // Never a 250 for a message that is not on stable storage.
+            let (kind, r, reason) =
+                if e.is_full() { ("full", reply::storage_full(), "storage_full") } else { ("io", reply::storage_failure(), "storage_failure") };
+            s.metrics.spool_write_failures.with_label_values(&[kind]).inc();
+            ctx.rejected(s, "data", reason, format_args!("{} ({e})", r.text()));
+            Answer::Reject(r)
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Services {
     pub filters: Filters,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub spool: SpoolHandle,
+    /// Free space the spool's filesystem keeps (`queue.min_free`).
+    pub min_free: u64,
     pub queue: QueueManager,
     pub inbound: Arc<Inbound>,
     /// DKIM signing keys, for mail from users and mynetworks.

@@ -9,7 +9,7 @@ use mx6_policy::ratelimit::Kind;
 use mx6_policy::reputation::Event as RepEvent;
 use mx6_policy::{decide_recipient, RecipientVerdict};
 use mx6_smtp::address::{Domain, Mailbox, Path};
-use mx6_smtp::command::HeloArg;
+use mx6_smtp::command::{HeloArg, MailParams};
 use mx6_smtp::{reply, Answer};
 
 use crate::checks::greylisting::{Greylisting, Presented};
@@ -35,8 +35,37 @@ pub async fn starttls(ctx: &mut Ctx, s: &Services) -> Answer {
     }
 }
 
-pub async fn mail(ctx: &mut Ctx, s: &Services, from: Path, auth: Option<String>) -> Answer {
+/// The spool's filesystem must keep `queue.min_free` free after a message of
+/// the announced SIZE (RFC 1870) — checked before any data is taken, as
+/// Postfix's `queue_minfree`. Local delivery is not held back by it, so the
+/// queue can drain.
+fn room(ctx: &Ctx, s: &Services, size: Option<u64>) -> Option<reply::Reply> {
+    let free = match s.spool.free_space() {
+        Ok(f) => f,
+        Err(e) => {
+            slog!(warn, ctx, error = %e, "can not tell the spool's free space");
+            return None;
+        }
+    };
+    s.metrics.spool_free_bytes.set(free.min(i64::MAX as u64) as i64);
+    let need = s.min_free.saturating_add(size.unwrap_or(0));
+    if free >= need {
+        return None;
+    }
+    ctx.rejected(
+        s,
+        "mail",
+        "insufficient_storage",
+        format_args!("the spool's filesystem has {free} octets free, below queue.min_free ({}) plus the message size", s.min_free),
+    );
+    Some(reply::insufficient_storage())
+}
+
+pub async fn mail(ctx: &mut Ctx, s: &Services, from: Path, params: &MailParams, auth: Option<String>) -> Answer {
     ctx.routes.clear();
+    if let Some(r) = room(ctx, s, params.size) {
+        return Answer::Reject(r);
+    }
     // The null sender is allowed: an MTA that relays through us (a Postfix
     // with mx6 as relayhost) sends its bounces that way.
     if let (Some(user), Some(sender)) = (auth, from.mailbox.as_ref()) {

@@ -1,0 +1,339 @@
+//! The queue as a compact index, without I/O: every message not yet finished,
+//! keyed by its queue id, with where its record is, which recipients are done,
+//! its attempts and next attempt, and whether it is active (loaded for
+//! delivery), waiting or held. Envelopes and bodies are not kept here; the
+//! queue manager loads at most `[queue] active_limit` messages at once, the
+//! oldest due first, as Postfix's active queue limit does. About a hundred
+//! octets per message: a million waiting messages fit in a few hundred MB.
+//!
+//! Operator actions (`mx6 queue hold|release|delete|flush`) apply at once to a
+//! waiting or held message and, for an active one, when its attempt ends.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::ops::Action;
+use crate::record::Location;
+
+/// A queue id (16 hex digits) as a number.
+pub type Id = u64;
+
+pub fn parse_id(id: &str) -> Option<Id> {
+    (id.len() == 16).then(|| u64::from_str_radix(id, 16).ok()).flatten()
+}
+
+pub fn format_id(id: Id) -> String {
+    format!("{id:016x}")
+}
+
+/// Which recipients are done, compactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    Small { n: u8, bits: u64 },
+    Large(Box<[bool]>),
+}
+
+impl Done {
+    pub fn from_flags(flags: &[bool]) -> Done {
+        if flags.len() <= 64 {
+            let bits = flags.iter().enumerate().fold(0u64, |b, (i, &d)| b | (u64::from(d) << i));
+            Done::Small { n: flags.len() as u8, bits }
+        } else {
+            Done::Large(flags.into())
+        }
+    }
+
+    pub fn flags(&self) -> Vec<bool> {
+        match self {
+            Done::Small { n, bits } => (0..*n).map(|i| bits >> i & 1 == 1).collect(),
+            Done::Large(v) => v.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Loaded for delivery (an attempt may be under way).
+    Active,
+    /// Waiting for its next attempt.
+    Waiting,
+    /// Held until released.
+    Held,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub loc: Location,
+    pub done: Done,
+    pub attempts: u32,
+    /// Unix seconds of the next attempt, while waiting.
+    pub next: i64,
+    pub state: State,
+    /// Asked while active: hold or delete once the attempt ends.
+    pub hold_pending: bool,
+    pub delete_pending: bool,
+    pub last_error: Option<Arc<str>>,
+}
+
+/// How many messages are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub active: usize,
+    pub waiting: usize,
+    pub held: usize,
+}
+
+/// What the caller must do after an index operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Record these recipients as deleted (open ones of `done`) and forget it.
+    Delete { id: Id, loc: Location, done: Vec<bool> },
+}
+
+/// A message to load for delivery.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub id: Id,
+    pub loc: Location,
+    pub done: Vec<bool>,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    entries: HashMap<Id, Entry>,
+    /// Waiting messages by next attempt, then id (oldest first).
+    schedule: BTreeSet<(i64, Id)>,
+    counts: Counts,
+    errors: HashSet<Arc<str>>,
+}
+
+impl Index {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    pub fn get(&self, id: Id) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    /// Every message, by id.
+    pub fn ids(&self) -> Vec<Id> {
+        let mut v: Vec<Id> = self.entries.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn count(&mut self, s: State, delta: isize) {
+        let c = match s {
+            State::Active => &mut self.counts.active,
+            State::Waiting => &mut self.counts.waiting,
+            State::Held => &mut self.counts.held,
+        };
+        *c = c.saturating_add_signed(delta);
+    }
+
+    fn intern(&mut self, e: &str) -> Arc<str> {
+        if let Some(a) = self.errors.get(e) {
+            return a.clone();
+        }
+        if self.errors.len() > 10_000 {
+            self.errors.clear();
+        }
+        let a: Arc<str> = e.into();
+        self.errors.insert(a.clone());
+        a
+    }
+
+    /// Add a message in `state` (`next` is its next attempt when waiting).
+    pub fn insert(&mut self, id: Id, loc: Location, done: &[bool], attempts: u32, state: State, next: i64) {
+        self.remove(id);
+        let e = Entry {
+            loc,
+            done: Done::from_flags(done),
+            attempts,
+            next,
+            state,
+            hold_pending: false,
+            delete_pending: false,
+            last_error: None,
+        };
+        if state == State::Waiting {
+            self.schedule.insert((next, id));
+        }
+        self.count(state, 1);
+        self.entries.insert(id, e);
+    }
+
+    fn remove(&mut self, id: Id) -> Option<Entry> {
+        let e = self.entries.remove(&id)?;
+        if e.state == State::Waiting {
+            self.schedule.remove(&(e.next, id));
+        }
+        self.count(e.state, -1);
+        Some(e)
+    }
+
+    fn set_state(&mut self, id: Id, state: State, next: i64) {
+        let Some(e) = self.entries.get_mut(&id) else { return };
+        let (old, old_next) = (e.state, e.next);
+        e.state = state;
+        e.next = next;
+        if old == State::Waiting {
+            self.schedule.remove(&(old_next, id));
+        }
+        if state == State::Waiting {
+            self.schedule.insert((next, id));
+        }
+        self.count(old, -1);
+        self.count(state, 1);
+    }
+
+    /// When the earliest waiting message is due.
+    pub fn next_due(&self) -> Option<i64> {
+        self.schedule.first().map(|(t, _)| *t)
+    }
+
+    /// Up to `max` messages due at `now`, oldest due first; they become active.
+    pub fn take_due(&mut self, now: i64, max: usize) -> Vec<Due> {
+        let due: Vec<(i64, Id)> = self.schedule.iter().take_while(|(t, _)| *t <= now).take(max).copied().collect();
+        due.into_iter()
+            .filter_map(|(_, id)| {
+                self.set_state(id, State::Active, 0);
+                let e = self.entries.get(&id)?;
+                Some(Due { id, loc: e.loc, done: e.done.flags(), attempts: e.attempts })
+            })
+            .collect()
+    }
+
+    /// An attempt of an active message left recipients open: it waits for
+    /// `next` (or is held or deleted, when that was asked meanwhile).
+    pub fn deferred(&mut self, id: Id, done: &[bool], attempts: u32, next: i64, error: &str) -> Option<Effect> {
+        let error = (!error.is_empty()).then(|| self.intern(error));
+        let e = self.entries.get_mut(&id)?;
+        e.done = Done::from_flags(done);
+        e.attempts = attempts;
+        if error.is_some() {
+            e.last_error = error;
+        }
+        let (hold, delete) = (e.hold_pending, e.delete_pending);
+        e.hold_pending = false;
+        if delete {
+            let e = self.remove(id)?;
+            return Some(Effect::Delete { id, loc: e.loc, done: e.done.flags() });
+        }
+        self.set_state(id, if hold { State::Held } else { State::Waiting }, next);
+        None
+    }
+
+    /// Whether an active message should be held or deleted before its attempt.
+    pub fn parked(&self, id: Id) -> bool {
+        self.entries.get(&id).is_some_and(|e| e.hold_pending || e.delete_pending)
+    }
+
+    /// Every recipient is done: forget it.
+    pub fn finished(&mut self, id: Id) {
+        self.remove(id);
+    }
+
+    /// An operator action on `id` (every message when `None`) at `now`: the
+    /// number of messages it applied to and what the caller must do.
+    pub fn act(&mut self, action: Action, id: Option<Id>, now: i64) -> Result<(usize, Vec<Effect>), Id> {
+        let ids = match id {
+            Some(i) if self.entries.contains_key(&i) => vec![i],
+            Some(i) => return Err(i),
+            None => self.ids(),
+        };
+        let mut effects = Vec::new();
+        for &i in &ids {
+            let Some(e) = self.entries.get_mut(&i) else { continue };
+            match (action, e.state) {
+                (Action::Hold, State::Active) => e.hold_pending = true,
+                (Action::Hold, State::Waiting) => self.set_state(i, State::Held, 0),
+                (Action::Release, State::Active) => e.hold_pending = false,
+                (Action::Release, State::Held) => self.set_state(i, State::Waiting, now),
+                (Action::Delete, State::Active) => e.delete_pending = true,
+                (Action::Delete, _) => {
+                    if let Some(e) = self.remove(i) {
+                        effects.push(Effect::Delete { id: i, loc: e.loc, done: e.done.flags() });
+                    }
+                }
+                (Action::Flush, State::Waiting) if e.next > now => self.set_state(i, State::Waiting, now),
+                _ => {}
+            }
+        }
+        Ok((ids.len(), effects))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(n: u64) -> Location {
+        Location { segment: 1, offset: n * 100, env_len: 10, body_len: 50, v1: false }
+    }
+
+    #[test]
+    fn done_flags_are_compact_and_exact() {
+        for n in [0usize, 1, 5, 64, 65, 300] {
+            let flags: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
+            assert_eq!(Done::from_flags(&flags).flags(), flags);
+        }
+        assert!(matches!(Done::from_flags(&[true; 64]), Done::Small { .. }));
+    }
+
+    #[test]
+    fn oldest_due_first_within_the_limit() {
+        let mut x = Index::default();
+        x.insert(3, loc(3), &[false], 1, State::Waiting, 100);
+        x.insert(2, loc(2), &[false], 1, State::Waiting, 50);
+        x.insert(1, loc(1), &[false, true], 2, State::Waiting, 50);
+        x.insert(9, loc(9), &[false], 0, State::Waiting, 999);
+        assert_eq!(x.next_due(), Some(50));
+        let due = x.take_due(100, 2);
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(due[0].done, [false, true]);
+        assert_eq!(x.counts(), Counts { active: 2, waiting: 2, held: 0 });
+        assert_eq!(x.take_due(100, 10).len(), 1);
+        assert!(x.take_due(100, 10).is_empty());
+        assert_eq!(x.deferred(1, &[true, true], 3, 400, "451 later"), None);
+        assert_eq!(x.get(1).unwrap().last_error.as_deref(), Some("451 later"));
+        assert_eq!(x.next_due(), Some(400));
+        x.finished(2);
+        assert_eq!(x.counts(), Counts { active: 1, waiting: 2, held: 0 });
+    }
+
+    #[test]
+    fn operator_actions() {
+        let mut x = Index::default();
+        x.insert(1, loc(1), &[false, true], 1, State::Waiting, 500);
+        x.insert(2, loc(2), &[false], 1, State::Active, 0);
+        assert_eq!(x.act(Action::Hold, Some(1), 10), Ok((1, vec![])));
+        assert_eq!(x.get(1).unwrap().state, State::Held);
+        assert!(x.take_due(1000, 10).is_empty(), "held messages are not due");
+        x.act(Action::Release, Some(1), 10).unwrap();
+        assert_eq!((x.get(1).unwrap().state, x.next_due()), (State::Waiting, Some(10)));
+        x.act(Action::Hold, Some(2), 10).unwrap();
+        assert!(x.parked(2));
+        assert_eq!(x.deferred(2, &[false], 2, 900, ""), None);
+        assert_eq!(x.get(2).unwrap().state, State::Held, "the hold applies when the attempt ends");
+        let (n, eff) = x.act(Action::Delete, Some(1), 10).unwrap();
+        assert_eq!((n, eff), (1, vec![Effect::Delete { id: 1, loc: loc(1), done: vec![false, true] }]));
+        assert_eq!(x.act(Action::Delete, Some(7), 10), Err(7));
+        x.insert(3, loc(3), &[false], 1, State::Waiting, 5000);
+        x.act(Action::Flush, None, 20).unwrap();
+        assert_eq!(x.next_due(), Some(20));
+        assert_eq!(x.counts(), Counts { active: 0, waiting: 1, held: 1 });
+        assert_eq!(parse_id(&format_id(0xabc)), Some(0xabc));
+        assert_eq!(parse_id("xyz"), None);
+    }
+}

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::listing::{listed, Listed};
 use crate::donelog::{DoneEntry, DoneStatus};
+use crate::listing::{listed, Listed};
 use crate::spool::{self, Recovered, SpoolError};
 
 #[derive(Debug, thiserror::Error)]

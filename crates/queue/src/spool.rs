@@ -136,11 +136,22 @@ pub struct Report {
 }
 
 enum Request {
-    Append { env: Vec<u8>, body: Arc<Vec<u8>>, reply: oneshot::Sender<Result<Location, Failure>> },
+    Append {
+        env: Vec<u8>,
+        body: Arc<Vec<u8>>,
+        reply: oneshot::Sender<Result<Location, Failure>>,
+    },
     /// Done-log lines; `releases` are segments a message finished in.
-    Done { text: String, releases: Vec<u64>, reply: Option<oneshot::Sender<Result<(), Failure>>> },
+    Done {
+        text: String,
+        releases: Vec<u64>,
+        reply: Option<oneshot::Sender<Result<(), Failure>>>,
+    },
     /// A recovered segment with this many messages still open.
-    Adopt { segment: u64, live: usize },
+    Adopt {
+        segment: u64,
+        live: usize,
+    },
 }
 
 /// Cheap to clone; all clones feed the one committer thread.
@@ -353,7 +364,15 @@ pub fn open_with(dir: &Path, opts: Options, mut disk: Box<dyn Disk>) -> Result<(
     let mut used: BTreeSet<u64> = listing.segments.iter().copied().collect();
     let current = next_number(&used);
     used.insert(current);
-    let seg = disk.create(&seg_path(dir, current))?;
+    // A segment that cannot be created now (no space, no inodes) is created
+    // by the first append that can: the server still starts and delivers.
+    let seg = match disk.create(&seg_path(dir, current)) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "spool: can not create a segment yet; mail is refused until it can");
+            None
+        }
+    };
     let done = OpenOptions::new().create(true).append(true).mode(0o600).open(&current_log)?;
     disk.sync_dir(dir)?;
     let (tx, rx) = mpsc::channel();
@@ -375,7 +394,8 @@ pub fn open_with(dir: &Path, opts: Options, mut disk: Box<dyn Disk>) -> Result<(
     std::thread::Builder::new().name("mx6-spool".into()).spawn(move || c.run(rx))?;
     let space = Arc::new(Space { free: AtomicU64::new(0), checked: Mutex::new(None) });
     let handle = SpoolHandle { tx, dir: Arc::new(dir.to_path_buf()), space };
-    let recovery = Recovery { dir: dir.to_path_buf(), segments: listing.segments, done_logs, quarantine: opts.quarantine, handle: handle.clone() };
+    let recovery =
+        Recovery { dir: dir.to_path_buf(), segments: listing.segments, done_logs, quarantine: opts.quarantine, handle: handle.clone() };
     Ok((handle, recovery))
 }
 
@@ -510,7 +530,8 @@ struct Committer {
     dir: PathBuf,
     disk: Box<dyn Disk>,
     current: u64,
-    seg: File,
+    /// The current segment; `None` while none could be created.
+    seg: Option<File>,
     /// End of the last complete record of the current segment.
     seg_len: u64,
     /// Octets past `seg_len` may be there (a failed write not yet cut back).
@@ -551,10 +572,11 @@ impl Committer {
     /// Make the current segment end at its last complete record, else move
     /// to a fresh segment.
     fn clean_segment(&mut self) -> io::Result<()> {
+        let Some(seg) = &self.seg else { return self.rotate() };
         if !self.seg_dirty {
             return Ok(());
         }
-        match self.disk.truncate(&self.seg, self.seg_len) {
+        match self.disk.truncate(seg, self.seg_len) {
             Ok(()) => {
                 self.seg_dirty = false;
                 Ok(())
@@ -581,7 +603,8 @@ impl Committer {
             bufs.push(IoSlice::new(env));
             bufs.push(IoSlice::new(body));
         }
-        let written = self.disk.append(&mut self.seg, &mut bufs).and_then(|_| self.disk.sync(&self.seg));
+        let Some(seg) = self.seg.as_mut() else { return Err(Failure::of(&io::Error::other("no segment to write to"))) };
+        let written = self.disk.append(seg, &mut bufs).and_then(|_| self.disk.sync(seg));
         match written {
             Ok(()) => {
                 self.seg_len = offset;
@@ -591,7 +614,7 @@ impl Committer {
             Err(e) => {
                 // Whatever reached the file is cut back now; the records failed.
                 self.seg_dirty = true;
-                if self.disk.truncate(&self.seg, self.seg_len).is_ok() {
+                if self.seg.as_ref().is_some_and(|f| self.disk.truncate(f, self.seg_len).is_ok()) {
                     self.seg_dirty = false;
                 }
                 self.warn("a write or fsync failed; the messages of this batch were refused", &e);
@@ -685,12 +708,15 @@ impl Committer {
             return Err(e);
         }
         let old = self.current;
+        let had = self.seg.is_some();
         self.used.insert(next);
-        self.seg = f;
+        self.seg = Some(f);
         self.current = next;
         self.seg_len = 0;
         self.seg_dirty = false;
-        if self.live.get(&old).copied().unwrap_or(0) == 0 {
+        if !had {
+            self.used.remove(&old);
+        } else if self.live.get(&old).copied().unwrap_or(0) == 0 {
             self.live.remove(&old);
             self.used.remove(&old);
             let _ = fs::remove_file(seg_path(&self.dir, old));
@@ -827,7 +853,16 @@ mod tests {
         fs::write(dir.join("12.seg"), b"x").unwrap();
         let opts = || Options { segment_size: 100, ..Options::for_dir(&dir) };
         let faults = Arc::new(Mutex::new(vec![Fault::CreateFails]));
-        assert!(open_with(&dir, opts(), Box::new(Faulty { faults: faults.clone() })).is_err(), "no segment to write to: a clear error");
+        {
+            // No segment can be created at start: the spool opens, refuses
+            // appends, and accepts once a segment can be created.
+            let (h, _) = open_with(&dir, opts(), Box::new(Faulty { faults: faults.clone() })).unwrap();
+            faults.lock().unwrap().push(Fault::CreateFails);
+            assert!(h.append(&msg(&id(90), 1), body(90)).await.unwrap_err().is_full());
+            h.append(&msg(&id(91), 1), body(91)).await.unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let faults = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
         let (h, rec) = open_with(&dir, opts(), Box::new(Faulty { faults: faults.clone() })).unwrap();
         let report = tokio::task::spawn_blocking(move || rec.run(|_| {})).await.unwrap().unwrap();

@@ -59,7 +59,8 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     raise_fd_limit(cfg.limits.sessions);
     // Private by default: everything mx6 creates is its own (0600 / 0700).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    mx6_queue::disk::private_dir(&cfg.data_dir).map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
+    mx6_queue::disk::private_dir(&cfg.data_dir)
+        .map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
     for sub in ["spool", "state", "dkim", "tls", "quarantine"] {
         let p = cfg.data_dir.join(sub);
         if p.is_dir() {
@@ -208,8 +209,7 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         session_seq: AtomicU64::new(1),
         reputation,
     });
-    let control =
-        Arc::new(Control { queue: queue.clone(), spool, state: state.clone(), half_life: services.reputation.half_life() });
+    let control = Arc::new(Control { queue: queue.clone(), spool, state: state.clone(), half_life: services.reputation.half_life() });
     Ok(Assembled { services, control, queue, state, metrics, tls, sessions, recovery })
 }
 

@@ -67,9 +67,20 @@ impl Server {
         Server::start_with_zone(name, "", extra)
     }
 
+    /// Like [`Server::start`], without starting it (the test spawns it).
+    pub fn prepare(name: &str, extra: &str) -> Server {
+        Server::configure(name, "", extra)
+    }
+
     /// Like [`Server::start`], with `zone` (mx6_testdns text form) served by
     /// the test DNS server.
     pub fn start_with_zone(name: &str, zone: &str, extra: &str) -> Server {
+        let mut s = Server::configure(name, zone, extra);
+        s.spawn(&[]);
+        s
+    }
+
+    fn configure(name: &str, zone: &str, extra: &str) -> Server {
         let dns = mx6_testdns::TestDns::start(mx6_testdns::Zone::parse(zone));
         let dir = std::env::temp_dir().join(format!("mx6-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -116,26 +127,36 @@ attempts = 1
             dns = dns.addr,
         );
         std::fs::write(&config, text).unwrap();
-        let mut s = Server {
-            dir: dir.clone(),
-            port,
-            proxy_port,
-            sub_port,
-            subs_port,
-            metrics_port,
-            config,
-            child: None,
-            log: dir.join("mx6.log"),
-            dns,
-        };
-        s.spawn(&[]);
-        s
+        Server { dir: dir.clone(), port, proxy_port, sub_port, subs_port, metrics_port, config, child: None, log: dir.join("mx6.log"), dns }
     }
 
     pub fn spawn(&mut self, args: &[&str]) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = Command::new(mx6_bin());
-        cmd.arg("serve").arg("--config").arg(&self.config).args(args).stdout(Stdio::null()).stderr(log);
+        cmd.arg("serve").arg("--config").arg(&self.config).args(args);
+        self.spawn_command(cmd);
+    }
+
+    /// Start `mx6 serve` in a mount namespace of its own, after the shell
+    /// commands `pre` (mounting a small filesystem for a fault, say); `exec`
+    /// makes the server the process the test sees and kills.
+    pub fn spawn_in_namespace(&mut self, pre: &str, env: &[(&str, &str)]) {
+        let script = format!("set -e; {pre}; exec {} serve --config {}", mx6_bin(), self.config.display());
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.spawn_command(cmd);
+    }
+
+    /// Run a shell command inside the server's mount namespace.
+    pub fn in_namespace(&self, script: &str) -> Output {
+        Command::new("nsenter").args(["-t", &self.pid().to_string(), "-m", "sh", "-c", script]).output().expect("nsenter")
+    }
+
+    fn spawn_command(&mut self, mut cmd: Command) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        cmd.stdout(Stdio::null()).stderr(log);
         self.child = Some(cmd.spawn().expect("start mx6"));
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {

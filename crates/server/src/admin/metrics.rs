@@ -93,9 +93,11 @@ impl Metrics {
         for kind in ["full", "io"] {
             spool_write_failures.with_label_values(&[kind]).inc_by(0);
         }
-        let spool_free_bytes =
-            IntGauge::new("mx6_spool_free_bytes", "Free octets on the spool's filesystem at the last check (MAIL checks it against queue.min_free).")
-                .expect("valid metric");
+        let spool_free_bytes = IntGauge::new(
+            "mx6_spool_free_bytes",
+            "Free octets on the spool's filesystem at the last check (MAIL checks it against queue.min_free).",
+        )
+        .expect("valid metric");
         r.register(Box::new(spool_free_bytes.clone())).expect("unique metric");
         for state in ["active", "deferred", "hold"] {
             queue_messages.with_label_values(&[state]).set(0);

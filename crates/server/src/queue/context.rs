@@ -120,7 +120,12 @@ impl Ctx {
         let entries: Vec<DoneEntry> = open
             .into_iter()
             .enumerate()
-            .map(|(k, i)| DoneEntry { id: job.msg.id.clone(), rcpt: i, status: DoneStatus::Corrupt, release: (k + 1 == n).then_some(job.loc.segment) })
+            .map(|(k, i)| DoneEntry {
+                id: job.msg.id.clone(),
+                rcpt: i,
+                status: DoneStatus::Corrupt,
+                release: (k + 1 == n).then_some(job.loc.segment),
+            })
             .collect();
         if let Err(e) = self.spool.done(entries).await {
             tracing::error!(queue_id = %job.msg.id, error = %e, "could not record the corrupt message");

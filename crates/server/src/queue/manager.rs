@@ -120,8 +120,11 @@ impl QueueManager {
                     ctx.metrics.spool_corrupt.inc_by(report.corrupt);
                     if report.messages > 0 || report.corrupt > 0 || report.incomplete > 0 {
                         tracing::info!(
-                            messages = report.messages, corrupt = report.corrupt, incomplete = report.incomplete,
-                            segments_removed = report.segments_removed, secs = format!("{:.2}", started.elapsed().as_secs_f64()),
+                            messages = report.messages,
+                            corrupt = report.corrupt,
+                            incomplete = report.incomplete,
+                            segments_removed = report.segments_removed,
+                            secs = format!("{:.2}", started.elapsed().as_secs_f64()),
                             "recovered queued messages from the spool"
                         );
                     }
@@ -153,11 +156,9 @@ async fn schedule_loop(ctx: Arc<Ctx>) {
         let due = ctx.registry.take_due();
         if !due.is_empty() {
             let spool = ctx.spool.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                due.into_iter().map(|d| (spool.read_envelope(&d.loc), d)).collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
+            let loaded = tokio::task::spawn_blocking(move || due.into_iter().map(|d| (spool.read_envelope(&d.loc), d)).collect::<Vec<_>>())
+                .await
+                .unwrap_or_default();
             for (env, d) in loaded {
                 let id = mx6_queue::index::format_id(d.id);
                 match env {

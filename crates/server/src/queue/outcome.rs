@@ -99,9 +99,10 @@ impl Tally {
     /// open (and are tried again) instead of being recorded as bounced.
     pub fn unbounce(&mut self, job: &mut Job, failures: &[Failure]) {
         for f in failures {
-            let pos = self.entries.iter().position(|e| {
-                e.status == DoneStatus::Bounced && job.msg.rcpts.get(e.rcpt).is_some_and(|r| r.address == f.recipient)
-            });
+            let pos = self
+                .entries
+                .iter()
+                .position(|e| e.status == DoneStatus::Bounced && job.msg.rcpts.get(e.rcpt).is_some_and(|r| r.address == f.recipient));
             if let Some(p) = pos {
                 let e = self.entries.remove(p);
                 job.done[e.rcpt] = false;

@@ -176,8 +176,11 @@ async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> 
         }
         Err(e) => {
             // Never a 250 for a message that is not on stable storage.
-            let (kind, r, reason) =
-                if e.is_full() { ("full", reply::storage_full(), "storage_full") } else { ("io", reply::storage_failure(), "storage_failure") };
+            let (kind, r, reason) = if e.is_full() {
+                ("full", reply::storage_full(), "storage_full")
+            } else {
+                ("io", reply::storage_failure(), "storage_failure")
+            };
             s.metrics.spool_write_failures.with_label_values(&[kind]).inc();
             ctx.rejected(s, "data", reason, format_args!("{} ({e})", r.text()));
             Answer::Reject(r)

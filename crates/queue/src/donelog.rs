@@ -12,7 +12,7 @@
 //! this version does not understand are skipped, so a flipped bit costs at
 //! most one fact (a recipient then gets the message again, never loses it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -57,12 +57,24 @@ pub struct DoneEntry {
     pub release: Option<u64>,
 }
 
-/// What the done-log says about one message.
+/// What the done-logs say, compactly (a million deferred messages cost a
+/// few MB here, not a few hundred): outcomes by queue id, and the ids that
+/// had an attempt that left recipients open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
-    pub done: BTreeMap<usize, DoneStatus>,
-    /// It had an attempt that left recipients open.
-    pub deferred: bool,
+    pub done: HashMap<u64, BTreeMap<usize, DoneStatus>>,
+    pub deferred: HashSet<u64>,
+}
+
+impl Facts {
+    /// The recipients of `id` that are done.
+    pub fn done_of(&self, id: u64) -> Option<&BTreeMap<usize, DoneStatus>> {
+        self.done.get(&id)
+    }
+
+    pub fn was_deferred(&self, id: u64) -> bool {
+        self.deferred.contains(&id)
+    }
 }
 
 /// Append the line of `e` to `out`.
@@ -76,7 +88,7 @@ pub fn deferred_line(out: &mut String, id: &str) {
 }
 
 /// Read the whole lines of `text` into `facts`.
-pub fn parse(text: &[u8], facts: &mut HashMap<String, Facts>) {
+pub fn parse(text: &[u8], facts: &mut Facts) {
     let whole = match text.iter().rposition(|&b| b == b'\n') {
         Some(i) => &text[..=i],
         None => &text[..0],
@@ -84,14 +96,14 @@ pub fn parse(text: &[u8], facts: &mut HashMap<String, Facts>) {
     for line in String::from_utf8_lossy(whole).lines() {
         let mut p = line.split(' ');
         let (Some(id), Some(i), Some(s), None) = (p.next(), p.next(), p.next(), p.next()) else { continue };
-        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
+        let Some(id) = crate::id::parse_id(id) else { continue };
         match (i, s) {
-            ("*", "deferred") => facts.entry(id.to_string()).or_default().deferred = true,
+            ("*", "deferred") => {
+                facts.deferred.insert(id);
+            }
             (i, s) => {
                 if let (Ok(i), Some(s)) = (i.parse::<usize>(), DoneStatus::parse(s)) {
-                    facts.entry(id.to_string()).or_default().done.insert(i, s);
+                    facts.done.entry(id).or_default().insert(i, s);
                 }
             }
         }
@@ -99,7 +111,7 @@ pub fn parse(text: &[u8], facts: &mut HashMap<String, Facts>) {
 }
 
 /// Read a done-log file into `facts` (nothing when it does not exist).
-pub fn read(path: &Path, facts: &mut HashMap<String, Facts>) -> std::io::Result<()> {
+pub fn read(path: &Path, facts: &mut Facts) -> std::io::Result<()> {
     match std::fs::read(path) {
         Ok(t) => {
             parse(&t, facts);
@@ -120,12 +132,11 @@ mod tests {
         entry_line(&mut s, &DoneEntry { id: "0000000000000001".into(), rcpt: 2, status: DoneStatus::Bounced, release: None });
         deferred_line(&mut s, "0000000000000001");
         s.push_str("00000000000000x1 0 delivered\n0000000000000002 0 dXlivered\n0000000000000002 1 deleted\n0000000000000003 0 deliv");
-        let mut f = HashMap::new();
+        let mut f = Facts::default();
         parse(s.as_bytes(), &mut f);
-        let one = &f["0000000000000001"];
-        assert_eq!((one.done.get(&2), one.deferred), (Some(&DoneStatus::Bounced), true));
-        assert_eq!(f["0000000000000002"].done.len(), 1);
-        assert!(!f.contains_key("0000000000000003"), "a torn last line was never acknowledged");
-        assert_eq!(f.len(), 2);
+        assert_eq!((f.done_of(1).and_then(|d| d.get(&2)), f.was_deferred(1)), (Some(&DoneStatus::Bounced), true));
+        assert_eq!(f.done_of(2).unwrap().len(), 1);
+        assert!(f.done_of(3).is_none(), "a torn last line was never acknowledged");
+        assert_eq!(f.done.len(), 2);
     }
 }

@@ -22,6 +22,18 @@ pub fn next() -> String {
     }
 }
 
+/// A queue id as a number (the index key).
+pub type Id = u64;
+
+/// A queue id (16 hex digits) as a number.
+pub fn parse_id(id: &str) -> Option<Id> {
+    (id.len() == 16).then(|| u64::from_str_radix(id, 16).ok()).flatten()
+}
+
+pub fn format_id(id: Id) -> String {
+    format!("{id:016x}")
+}
+
 /// The arrival time (unix microseconds) encoded in an id.
 pub fn micros(id: &str) -> Option<u64> {
     u64::from_str_radix(id.get(..16)?, 16).ok().map(|v| v >> 12)

@@ -9,45 +9,27 @@
 //! Operator actions (`mx6 queue hold|release|delete|flush`) apply at once to a
 //! waiting or held message and, for an active one, when its attempt ends.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::ops::Action;
 use crate::record::Location;
 
-/// A queue id (16 hex digits) as a number.
-pub type Id = u64;
+pub use crate::id::{format_id, parse_id, Id};
 
-pub fn parse_id(id: &str) -> Option<Id> {
-    (id.len() == 16).then(|| u64::from_str_radix(id, 16).ok()).flatten()
-}
-
-pub fn format_id(id: Id) -> String {
-    format!("{id:016x}")
-}
-
-/// Which recipients are done, compactly.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Done {
-    Small { n: u8, bits: u64 },
-    Large(Box<[bool]>),
+/// Which of up to 64 recipients are done, in 8 octets (messages with more
+/// recipients keep their flags in the index's side table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    bits: u64,
 }
 
 impl Done {
-    pub fn from_flags(flags: &[bool]) -> Done {
-        if flags.len() <= 64 {
-            let bits = flags.iter().enumerate().fold(0u64, |b, (i, &d)| b | (u64::from(d) << i));
-            Done::Small { n: flags.len() as u8, bits }
-        } else {
-            Done::Large(flags.into())
-        }
+    fn of(flags: &[bool]) -> Done {
+        Done { bits: flags.iter().take(64).enumerate().fold(0u64, |b, (i, &d)| b | (u64::from(d) << i)) }
     }
-
-    pub fn flags(&self) -> Vec<bool> {
-        match self {
-            Done::Small { n, bits } => (0..*n).map(|i| bits >> i & 1 == 1).collect(),
-            Done::Large(v) => v.to_vec(),
-        }
+    fn flags(self, n: usize) -> Vec<bool> {
+        (0..n.min(64)).map(|i| self.bits >> i & 1 == 1).collect()
     }
 }
 
@@ -61,18 +43,34 @@ pub enum State {
     Held,
 }
 
+/// One message, in about 56 octets.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub loc: Location,
-    pub done: Done,
-    pub attempts: u32,
+    done: Done,
+    nrcpt: u16,
+    attempts: u16,
     /// Unix seconds of the next attempt, while waiting.
-    pub next: i64,
+    next: u32,
+    /// Into the index's table of last errors; 0 = none.
+    error: u32,
     pub state: State,
     /// Asked while active: hold or delete once the attempt ends.
-    pub hold_pending: bool,
-    pub delete_pending: bool,
-    pub last_error: Option<Arc<str>>,
+    hold_pending: bool,
+    delete_pending: bool,
+}
+
+impl Entry {
+    pub fn attempts(&self) -> u32 {
+        self.attempts.into()
+    }
+    pub fn next(&self) -> i64 {
+        self.next.into()
+    }
+}
+
+fn secs(t: i64) -> u32 {
+    t.clamp(0, u32::MAX as i64) as u32
 }
 
 /// How many messages are in each state.
@@ -103,10 +101,18 @@ pub struct Due {
 pub struct Index {
     entries: HashMap<Id, Entry>,
     /// Waiting messages by next attempt, then id (oldest first).
-    schedule: BTreeSet<(i64, Id)>,
+    schedule: BTreeSet<(u32, Id)>,
     counts: Counts,
-    errors: HashSet<Arc<str>>,
+    /// Last errors, interned: many messages share the one of their destination.
+    errors: Vec<Arc<str>>,
+    error_ids: HashMap<Arc<str>, u32>,
+    /// Done flags of messages with more than 64 recipients.
+    large: HashMap<Id, Box<[bool]>>,
 }
+
+/// Distinct last errors kept; beyond it new ones read as this.
+const MAX_ERRORS: usize = 16_384;
+const TOO_MANY_ERRORS: &str = "(see the log for the last error)";
 
 impl Index {
     pub fn len(&self) -> usize {
@@ -141,30 +147,59 @@ impl Index {
         *c = c.saturating_add_signed(delta);
     }
 
-    fn intern(&mut self, e: &str) -> Arc<str> {
-        if let Some(a) = self.errors.get(e) {
-            return a.clone();
+    fn intern(&mut self, e: &str) -> u32 {
+        if let Some(&i) = self.error_ids.get(e) {
+            return i;
         }
-        if self.errors.len() > 10_000 {
-            self.errors.clear();
+        if self.errors.is_empty() {
+            self.errors.push("".into());
+            self.errors.push(TOO_MANY_ERRORS.into());
+        }
+        if self.errors.len() >= MAX_ERRORS {
+            return 1;
         }
         let a: Arc<str> = e.into();
-        self.errors.insert(a.clone());
-        a
+        let i = self.errors.len() as u32;
+        self.errors.push(a.clone());
+        self.error_ids.insert(a, i);
+        i
+    }
+
+    /// The last error of an entry.
+    pub fn last_error(&self, e: &Entry) -> Option<Arc<str>> {
+        (e.error != 0).then(|| self.errors.get(e.error as usize).cloned()).flatten()
+    }
+
+    /// The done flags of an entry.
+    pub fn done(&self, id: Id, e: &Entry) -> Vec<bool> {
+        match self.large.get(&id) {
+            Some(v) => v.to_vec(),
+            None => e.done.flags(e.nrcpt.into()),
+        }
+    }
+
+    fn set_done(&mut self, id: Id, flags: &[bool]) -> (Done, u16) {
+        if flags.len() > 64 {
+            self.large.insert(id, flags.into());
+        }
+        (Done::of(flags), flags.len().min(u16::MAX as usize) as u16)
     }
 
     /// Add a message in `state` (`next` is its next attempt when waiting).
     pub fn insert(&mut self, id: Id, loc: Location, done: &[bool], attempts: u32, state: State, next: i64) {
         self.remove(id);
+        let (d, nrcpt) = self.set_done(id, done);
+        let next = secs(next);
         let e = Entry {
             loc,
-            done: Done::from_flags(done),
-            attempts,
+            done: d,
+            nrcpt,
+            attempts: attempts.min(u16::MAX as u32) as u16,
             next,
+            error: 0,
             state,
             hold_pending: false,
             delete_pending: false,
-            last_error: None,
         };
         if state == State::Waiting {
             self.schedule.insert((next, id));
@@ -173,16 +208,21 @@ impl Index {
         self.entries.insert(id, e);
     }
 
-    fn remove(&mut self, id: Id) -> Option<Entry> {
+    fn remove(&mut self, id: Id) -> Option<(Entry, Vec<bool>)> {
         let e = self.entries.remove(&id)?;
+        let done = match self.large.remove(&id) {
+            Some(v) => v.to_vec(),
+            None => e.done.flags(e.nrcpt.into()),
+        };
         if e.state == State::Waiting {
             self.schedule.remove(&(e.next, id));
         }
         self.count(e.state, -1);
-        Some(e)
+        Some((e, done))
     }
 
     fn set_state(&mut self, id: Id, state: State, next: i64) {
+        let next = secs(next);
         let Some(e) = self.entries.get_mut(&id) else { return };
         let (old, old_next) = (e.state, e.next);
         e.state = state;
@@ -199,17 +239,18 @@ impl Index {
 
     /// When the earliest waiting message is due.
     pub fn next_due(&self) -> Option<i64> {
-        self.schedule.first().map(|(t, _)| *t)
+        self.schedule.first().map(|(t, _)| (*t).into())
     }
 
     /// Up to `max` messages due at `now`, oldest due first; they become active.
     pub fn take_due(&mut self, now: i64, max: usize) -> Vec<Due> {
-        let due: Vec<(i64, Id)> = self.schedule.iter().take_while(|(t, _)| *t <= now).take(max).copied().collect();
+        let now = secs(now);
+        let due: Vec<(u32, Id)> = self.schedule.iter().take_while(|(t, _)| *t <= now).take(max).copied().collect();
         due.into_iter()
             .filter_map(|(_, id)| {
                 self.set_state(id, State::Active, 0);
                 let e = self.entries.get(&id)?;
-                Some(Due { id, loc: e.loc, done: e.done.flags(), attempts: e.attempts })
+                Some(Due { id, loc: e.loc, done: self.done(id, e), attempts: e.attempts.into() })
             })
             .collect()
     }
@@ -217,18 +258,23 @@ impl Index {
     /// An attempt of an active message left recipients open: it waits for
     /// `next` (or is held or deleted, when that was asked meanwhile).
     pub fn deferred(&mut self, id: Id, done: &[bool], attempts: u32, next: i64, error: &str) -> Option<Effect> {
+        if !self.entries.contains_key(&id) {
+            return None;
+        }
         let error = (!error.is_empty()).then(|| self.intern(error));
+        let (d, nrcpt) = self.set_done(id, done);
         let e = self.entries.get_mut(&id)?;
-        e.done = Done::from_flags(done);
-        e.attempts = attempts;
-        if error.is_some() {
-            e.last_error = error;
+        e.done = d;
+        e.nrcpt = nrcpt;
+        e.attempts = attempts.min(u16::MAX as u32) as u16;
+        if let Some(i) = error {
+            e.error = i;
         }
         let (hold, delete) = (e.hold_pending, e.delete_pending);
         e.hold_pending = false;
         if delete {
-            let e = self.remove(id)?;
-            return Some(Effect::Delete { id, loc: e.loc, done: e.done.flags() });
+            let (e, done) = self.remove(id)?;
+            return Some(Effect::Delete { id, loc: e.loc, done });
         }
         self.set_state(id, if hold { State::Held } else { State::Waiting }, next);
         None
@@ -262,11 +308,11 @@ impl Index {
                 (Action::Release, State::Held) => self.set_state(i, State::Waiting, now),
                 (Action::Delete, State::Active) => e.delete_pending = true,
                 (Action::Delete, _) => {
-                    if let Some(e) = self.remove(i) {
-                        effects.push(Effect::Delete { id: i, loc: e.loc, done: e.done.flags() });
+                    if let Some((e, done)) = self.remove(i) {
+                        effects.push(Effect::Delete { id: i, loc: e.loc, done });
                     }
                 }
-                (Action::Flush, State::Waiting) if e.next > now => self.set_state(i, State::Waiting, now),
+                (Action::Flush, State::Waiting) if i64::from(e.next) > now => self.set_state(i, State::Waiting, now),
                 _ => {}
             }
         }
@@ -284,11 +330,13 @@ mod tests {
 
     #[test]
     fn done_flags_are_compact_and_exact() {
+        let mut x = Index::default();
         for n in [0usize, 1, 5, 64, 65, 300] {
             let flags: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
-            assert_eq!(Done::from_flags(&flags).flags(), flags);
+            x.insert(n as u64, loc(1), &flags, 0, State::Waiting, 0);
+            assert_eq!(x.done(n as u64, x.get(n as u64).unwrap()), flags);
         }
-        assert!(matches!(Done::from_flags(&[true; 64]), Done::Small { .. }));
+        assert!(std::mem::size_of::<Entry>() <= 56, "{}", std::mem::size_of::<Entry>());
     }
 
     #[test]
@@ -306,7 +354,7 @@ mod tests {
         assert_eq!(x.take_due(100, 10).len(), 1);
         assert!(x.take_due(100, 10).is_empty());
         assert_eq!(x.deferred(1, &[true, true], 3, 400, "451 later"), None);
-        assert_eq!(x.get(1).unwrap().last_error.as_deref(), Some("451 later"));
+        assert_eq!(x.last_error(x.get(1).unwrap()).as_deref(), Some("451 later"));
         assert_eq!(x.next_due(), Some(400));
         x.finished(2);
         assert_eq!(x.counts(), Counts { active: 1, waiting: 2, held: 0 });

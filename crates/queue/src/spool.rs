@@ -408,8 +408,8 @@ pub struct Recovery {
     handle: SpoolHandle,
 }
 
-fn read_facts(paths: &[PathBuf]) -> io::Result<HashMap<String, Facts>> {
-    let mut facts = HashMap::new();
+fn read_facts(paths: &[PathBuf]) -> io::Result<Facts> {
+    let mut facts = Facts::default();
     for p in paths {
         donelog::read(p, &mut facts)?;
     }
@@ -417,14 +417,16 @@ fn read_facts(paths: &[PathBuf]) -> io::Result<HashMap<String, Facts>> {
 }
 
 /// The recovered record with its facts, if it still has open recipients.
-fn open_message(r: recovery::Scanned, facts: Option<&Facts>) -> Option<Recovered> {
-    let done: Vec<usize> = facts.map(|f| f.done.keys().copied().filter(|&i| i < r.nrcpt).collect()).unwrap_or_default();
+fn open_message(r: recovery::Scanned, facts: &Facts) -> Option<Recovered> {
+    let n = crate::id::parse_id(&r.id);
+    let done: Vec<usize> =
+        n.and_then(|n| facts.done_of(n)).map(|d| d.keys().copied().filter(|&i| i < r.nrcpt).collect()).unwrap_or_default();
     (done.len() < r.nrcpt).then(|| Recovered {
+        deferred: n.is_some_and(|n| facts.was_deferred(n)),
         id: r.id,
         location: r.location,
         nrcpt: r.nrcpt,
         done,
-        deferred: facts.is_some_and(|f| f.deferred),
     })
 }
 
@@ -459,16 +461,15 @@ impl Recovery {
             let mut facts_here = String::new();
             let mut open = Vec::new();
             for r in scan.records {
-                let f = facts.get(&r.id);
-                if let Some(f) = f {
-                    for (&i, &status) in &f.done {
+                if let Some(n) = crate::id::parse_id(&r.id) {
+                    for (&i, &status) in facts.done_of(n).into_iter().flatten() {
                         donelog::entry_line(&mut facts_here, &DoneEntry { id: r.id.clone(), rcpt: i, status, release: None });
                     }
-                    if f.deferred {
+                    if facts.was_deferred(n) {
                         donelog::deferred_line(&mut facts_here, &r.id);
                     }
                 }
-                open.extend(open_message(r, f));
+                open.extend(open_message(r, &facts));
             }
             if open.is_empty() {
                 fs::remove_file(&path)?;
@@ -476,6 +477,9 @@ impl Recovery {
                 continue;
             }
             kept.push_str(&facts_here);
+            if kept.len() > 1 << 20 {
+                self.handle.lines_blocking(std::mem::take(&mut kept), Vec::new())?;
+            }
             // The committer counts them before any outcome of theirs can arrive.
             let _ = self.handle.tx.send(Request::Adopt { segment: n, live: open.len() });
             for r in open {
@@ -504,10 +508,7 @@ pub fn inspect(dir: &Path) -> Result<Vec<Recovered>, SpoolError> {
     let mut out = Vec::new();
     for &n in &listing.segments {
         let scan = recovery::scan_segment(&seg_path(dir, n), n, None)?;
-        out.extend(scan.records.into_iter().filter_map(|r| {
-            let f = facts.get(&r.id);
-            open_message(r, f)
-        }));
+        out.extend(scan.records.into_iter().filter_map(|r| open_message(r, &facts)));
     }
     Ok(out)
 }

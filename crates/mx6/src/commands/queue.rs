@@ -64,16 +64,19 @@ fn stopped(cfg: &Config, req: &Request) -> anyhow::Result<Option<Answer>> {
     }))
 }
 
+/// [`stopped`] under the data_dir lock.
+fn offline(cfg: &Config, req: &Request) -> anyhow::Result<Option<Answer>> {
+    let _lock = crate::commands::support::offline_lock(&cfg.data_dir)?;
+    stopped(cfg, req)
+}
+
 pub fn run(cfg: &Config, cmd: &QueueCmd) -> anyhow::Result<()> {
     let req = cmd.request();
     let (messages, headers, affected) = match request(&cfg.data_dir, &req) {
         Some(Ok(r)) if r.ok => (r.messages, r.headers, r.affected),
         Some(Ok(r)) => anyhow::bail!("{}", r.error),
         Some(Err(e)) => anyhow::bail!("control socket: {e}"),
-        None => match {
-            let _lock = crate::commands::support::offline_lock(&cfg.data_dir)?;
-            stopped(cfg, &req)?
-        } {
+        None => match offline(cfg, &req)? {
             Some(a) => a,
             None => {
                 println!("mx6 is not running; queued messages are tried when it starts");

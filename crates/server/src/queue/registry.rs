@@ -187,22 +187,43 @@ impl Registry {
     /// Every message as `mx6 queue list` shows it (blocking: the envelopes
     /// are read from the spool).
     pub fn list(&self, spool: &SpoolHandle) -> Vec<Listed> {
-        let entries: Vec<(Id, index::Entry)> = {
+        struct Row {
+            id: Id,
+            loc: Location,
+            done: Vec<bool>,
+            attempts: u32,
+            next: Option<i64>,
+            error: Option<Arc<str>>,
+            held: bool,
+        }
+        let rows: Vec<Row> = {
             let x = self.lock();
-            x.ids().into_iter().filter_map(|n| x.get(n).map(|e| (n, e.clone()))).collect()
+            x.ids()
+                .into_iter()
+                .filter_map(|n| {
+                    let e = x.get(n)?;
+                    Some(Row {
+                        id: n,
+                        loc: e.loc,
+                        done: x.done(n, e),
+                        attempts: e.attempts(),
+                        next: (e.state != State::Active).then(|| e.next()),
+                        error: x.last_error(e),
+                        held: e.state == State::Held,
+                    })
+                })
+                .collect()
         };
-        entries
-            .into_iter()
-            .filter_map(|(n, e)| {
-                let msg = match spool.read_envelope(&e.loc) {
+        rows.into_iter()
+            .filter_map(|r| {
+                let msg = match spool.read_envelope(&r.loc) {
                     Ok(m) => m,
                     Err(err) => {
-                        tracing::warn!(queue_id = %index::format_id(n), error = %err, "can not read the envelope for the listing");
+                        tracing::warn!(queue_id = %index::format_id(r.id), error = %err, "can not read the envelope for the listing");
                         return None;
                     }
                 };
-                let next = (e.state != State::Active).then_some(e.next);
-                Some(listed(&msg, &e.done.flags(), e.attempts, next, e.last_error.as_deref().unwrap_or(""), e.state == State::Held))
+                Some(listed(&msg, &r.done, r.attempts, r.next, r.error.as_deref().unwrap_or(""), r.held))
             })
             .collect()
     }

@@ -3,9 +3,12 @@
 //! alone cannot judge. Every finding names its key and line in the one
 //! [`ConfigError`] style.
 
+use std::time::Duration;
+
 use crate::abuse::StoreBackend;
 use crate::error::{ConfigError, Severity};
 use crate::file::Config;
+use crate::units::hostname_problem;
 
 /// Findings collected against the file's key lines.
 pub struct Findings<'a> {
@@ -38,10 +41,108 @@ impl<'a> Findings<'a> {
     }
 }
 
+const SEC: Duration = Duration::from_secs(1);
+const MIN: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+
+fn show(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        0 => format!("{}ms", d.as_millis()),
+        s => format!("{s}s"),
+    }
+}
+
+impl<'a> Findings<'a> {
+    /// A duration within `min..=max`.
+    fn duration(&mut self, key: &str, d: Duration, min: Duration, max: Duration) {
+        self.require(d <= max, key, format!("{} is longer than the most mx6 allows here, {}", show(d), show(max)));
+        self.require(d >= min, key, format!("{} is shorter than the least that works here, {}", show(d), show(min)));
+    }
+
+    /// A number within `min..=max`.
+    fn count(&mut self, key: &str, n: u64, min: u64, max: u64) {
+        self.require((min..=max).contains(&n), key, format!("{n} is outside {min}..={max}"));
+    }
+}
+
 impl Config {
     /// Every finding of the whole-file checks, errors and warnings.
     pub fn findings(&self) -> Vec<ConfigError> {
         let mut f = Findings::new(self);
+        if let Some(p) = hostname_problem(&self.hostname) {
+            f.require(false, "hostname", p);
+        }
+        for (i, l) in self.listener.iter().enumerate() {
+            f.require(
+                !l.proxy_protocol || !l.allow.is_empty(),
+                &format!("listener[{i}].proxy_protocol"),
+                "a PROXY listener must have an `allow` list of the proxies: anyone else could claim any client address (mynetworks included)",
+            );
+        }
+        for (i, n) in self.relay.mynetworks.iter().enumerate() {
+            let key = format!("relay.mynetworks[{i}]");
+            let (len, v4) = match n {
+                ipnet::IpNet::V4(n) => (n.prefix_len(), true),
+                ipnet::IpNet::V6(n) if n.addr().to_ipv4_mapped().is_some() && n.prefix_len() >= 96 => (n.prefix_len() - 96, true),
+                ipnet::IpNet::V6(n) => (n.prefix_len(), false),
+            };
+            f.require(len > 0, &key, format!("{n} covers every {} address: an open relay", if v4 { "IPv4" } else { "IPv6" }));
+            f.warn_if(len > 0 && len < if v4 { 8 } else { 16 }, &key, format!("{n} is very wide for networks allowed to relay"));
+        }
+        for (i, n) in self.policy.allow_networks.iter().enumerate() {
+            f.warn_if(
+                n.prefix_len() == 0,
+                &format!("policy.allow_networks[{i}]"),
+                format!("{n} exempts every client from the inbound checks"),
+            );
+        }
+        let l = &self.limits;
+        f.duration("limits.command_timeout", l.command_timeout, SEC, HOUR);
+        f.duration("limits.data_timeout", l.data_timeout, SEC, HOUR);
+        f.duration("limits.data_total_timeout", l.data_total_timeout, SEC, DAY);
+        f.duration("limits.session_timeout", l.session_timeout, SEC, 7 * DAY);
+        f.count("limits.sessions", l.sessions as u64, 1, 1_000_000);
+        f.count("limits.message_size", l.message_size as u64, 1024, 1 << 30);
+        f.count("limits.recipients", l.recipients as u64, 1, 100_000);
+        f.count("limits.errors", l.errors.into(), 1, 1_000_000);
+        let q = &self.queue;
+        f.duration("queue.retry_initial", q.retry_initial, SEC, DAY);
+        f.duration("queue.retry_max", q.retry_max, SEC, 7 * DAY);
+        f.duration("queue.max_age", q.max_age, SEC, 60 * DAY);
+        f.count("queue.active_limit", q.active_limit as u64, 1, 10_000_000);
+        f.count("queue.segment_size", q.segment_size as u64, 64 << 10, 4 << 30);
+        f.duration("dns.timeout", self.dns.timeout, Duration::from_millis(10), MIN);
+        f.count("dns.attempts", self.dns.attempts as u64, 1, 10);
+        let d = &self.delivery;
+        f.duration("delivery.connect_timeout", d.connect_timeout, Duration::from_millis(100), 10 * MIN);
+        f.count("delivery.concurrency", d.concurrency as u64, 1, 100_000);
+        f.count("delivery.destination_concurrency", d.destination_concurrency as u64, 1, 100_000);
+        f.duration("store.timeout", self.store.timeout, Duration::from_millis(1), MIN);
+        let g = &self.greylist;
+        f.duration("greylist.delay", g.delay, Duration::ZERO, DAY);
+        f.duration("greylist.retry_window", g.retry_window, SEC, 30 * DAY);
+        f.duration("greylist.lifetime", g.lifetime, SEC, 366 * DAY);
+        for (i, r) in self.ratelimit.iter().flatten().enumerate() {
+            f.duration(&format!("ratelimit[{i}].window"), r.window, Duration::ZERO, 7 * DAY);
+            f.duration(&format!("ratelimit[{i}].tarpit"), r.tarpit, Duration::ZERO, 5 * MIN);
+        }
+        let e = &self.ratelimit_escalation;
+        f.duration("ratelimit_escalation.window", e.window, SEC, 7 * DAY);
+        f.duration("ratelimit_escalation.duration", e.duration, SEC, 30 * DAY);
+        f.duration("reputation.half_life", self.reputation.half_life, MIN, 366 * DAY);
+        f.duration("pregreet.wait", self.pregreet.wait, Duration::ZERO, MIN);
+        let sub = &self.submission;
+        f.duration("submission.auth_failure_delay", sub.auth_failure_delay, Duration::ZERO, MIN);
+        f.duration("submission.auth_failure_window", sub.auth_failure_window, SEC, 7 * DAY);
+        f.duration("content_filter.timeout", self.content_filter.timeout, Duration::from_millis(100), HOUR);
+        f.count("content_filter.max_size", self.content_filter.max_size as u64, 0, 1 << 30);
+        for (i, m) in self.milter.iter().enumerate() {
+            f.duration(&format!("milter[{i}].timeout"), m.timeout, Duration::from_millis(100), HOUR);
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, l) in self.listener.iter().enumerate() {
             f.require(seen.insert(l.address), &format!("listener[{i}].address"), format!("{} is configured twice", l.address));
@@ -74,8 +175,6 @@ impl Config {
             "must not be above content_filter.reject_score",
         );
         f.require(self.queue.retry_initial <= self.queue.retry_max, "queue.retry_initial", "is longer than queue.retry_max");
-        f.require(self.queue.active_limit > 0, "queue.active_limit", "must be at least 1");
-        f.require(self.queue.segment_size >= 64 << 10, "queue.segment_size", "must be at least 64KiB");
         f.list
     }
 
@@ -98,5 +197,39 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:?}");
         assert_eq!(e[0].to_string(), "f.toml:5: tls: set both cert and key, or neither");
         assert_eq!(e[1].to_string(), "f.toml:3: queue.retry_initial: is longer than queue.retry_max");
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, "f.toml") {
+            Ok(c) => c.findings().iter().map(|e| e.to_string()).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn what_would_break_the_server_is_refused_with_key_and_line() {
+        let e = errors("hostname = \"mx.test\"\n[limits]\ncommand_timeout = \"999999999999999d\"\n");
+        assert!(e.iter().any(|e| e.starts_with("f.toml:3: limits.command_timeout: duration `999999999999999d` is too long")), "{e:?}");
+        let e = errors("hostname = \"mx.test\"\n[limits]\ncommand_timeout = \"2h\"\n");
+        assert!(e.iter().any(|e| e == "f.toml:3: limits.command_timeout: 2h is longer than the most mx6 allows here, 1h"), "{e:?}");
+        let e = errors("hostname = \"mx.test\\r\\n250 injected\"\n");
+        assert!(e.iter().any(|e| e.starts_with("f.toml:1: hostname: contains control characters")), "{e:?}");
+        assert!(errors("hostname = \"mx_1.example\"\n").iter().any(|e| e.contains("hostname: `mx_1.example` is not a domain name")));
+        assert!(errors("hostname = \"[IPv6:2001:db8::1]\"\n").is_empty());
+        let e = errors("hostname = \"mx.test\"\n[[listener]]\naddress = \"[::]:25\"\nproxy_protocol = true\n");
+        assert!(
+            e.iter().any(|e| e.starts_with("f.toml:4: listener[0].proxy_protocol: a PROXY listener must have an `allow` list")),
+            "{e:?}"
+        );
+        let e = errors("hostname = \"mx.test\"\n[relay]\nmynetworks = [\"::1/128\", \"::/0\"]\n");
+        assert!(e.iter().any(|e| e.contains("relay.mynetworks[1]: ::/0 covers every IPv6 address: an open relay")), "{e:?}");
+        let e = errors("hostname = \"mx.test\"\n[relay]\nmynetworks = [\"10.0.0.0/4\", \"2001::/12\"]\n");
+        assert_eq!(e.iter().filter(|e| e.contains("warning: ") && e.contains("very wide")).count(), 2, "{e:?}");
+        let c = Config::parse("hostname = \"mx.test\"\n[relay]\nmynetworks = [\"10.0.0.0/4\"]\n", "f.toml").unwrap();
+        assert!(c.validate().is_empty(), "a warning does not stop the server");
+        assert!(errors("hostname = \"mx.test\"\n[relay]\nmynetworks = [\"0.0.0.0/0\"]\n").iter().any(|e| e.contains("every IPv4 address")));
+        assert!(errors("hostname = \"mx.test\"\n[limits]\ndata_timeout = \"0s\"\n")
+            .iter()
+            .any(|e| e.contains("limits.data_timeout: 0ms is shorter")));
     }
 }

@@ -134,6 +134,10 @@ impl Config {
     fn fill_defaults(&mut self) {
         if self.hostname.is_empty() {
             self.hostname = system_hostname();
+            // A system name that could not go into a banner is not used.
+            if crate::units::hostname_problem(&self.hostname.to_lowercase()).is_some() {
+                self.hostname = "localhost".into();
+            }
         }
         self.hostname = self.hostname.trim_end_matches('.').to_lowercase();
         if self.local.domains.is_empty() {

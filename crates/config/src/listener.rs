@@ -80,12 +80,31 @@ pub struct LimitsConfig {
     pub recipients: usize,
     /// Error replies in one session before it is closed with 421.
     pub errors: u32,
-    /// Waiting for a command (RFC 5321 §4.5.3.2.7).
+    /// A whole command line must arrive within this (RFC 5321 §4.5.3.2.7): a
+    /// deadline, not an idle timer.
     #[serde(deserialize_with = "duration")]
     pub command_timeout: Duration,
-    /// Waiting for the next block of message data (§4.5.3.2.5).
+    /// Each 64 KiB of message content must arrive within this (§4.5.3.2.5),
+    /// a minimum rate like Postfix's `smtpd_per_record_deadline`.
     #[serde(deserialize_with = "duration")]
     pub data_timeout: Duration,
+    /// The whole content of one message must arrive within this.
+    #[serde(deserialize_with = "duration")]
+    pub data_total_timeout: Duration,
+    /// The most one session may last.
+    #[serde(deserialize_with = "duration")]
+    pub session_timeout: Duration,
+    /// Text lines over 998 octets: accepted (up to 64 KiB, broken for onward
+    /// SMTP as Postfix's `smtp_line_length_limit` does) or refused (550 5.6.0).
+    pub long_lines: LongLines,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongLines {
+    #[default]
+    Accept,
+    Refuse,
 }
 
 impl Default for LimitsConfig {
@@ -97,6 +116,9 @@ impl Default for LimitsConfig {
             errors: 20,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            data_total_timeout: Duration::from_secs(1800),
+            session_timeout: Duration::from_secs(3600),
+            long_lines: LongLines::Accept,
         }
     }
 }

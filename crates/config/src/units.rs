@@ -15,7 +15,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("invalid duration `{s}`; use a number and a unit: \"300s\", \"5m\", \"4h\", \"5d\""))?;
     let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
+        "ms" if n <= MAX_DURATION.as_millis() as u64 => return Ok(Duration::from_millis(n)),
+        "ms" => return Err(format!("duration `{s}` is too long: at most 3650d")),
         "s" => 1,
         "m" => 60,
         "h" => 3600,
@@ -23,8 +24,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "w" => 7 * 86400,
         _ => return Err(format!("invalid duration unit in `{s}`; use ms, s, m, h, d or w")),
     };
-    Ok(Duration::from_secs(n.saturating_mul(secs)))
+    let d = Duration::from_secs(n.saturating_mul(secs));
+    if d > MAX_DURATION {
+        return Err(format!("duration `{s}` is too long: at most 3650d"));
+    }
+    Ok(d)
 }
+
+/// No duration in the file may exceed ten years (the keys have tighter bounds;
+/// this one keeps any arithmetic on it safe).
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86400);
 
 /// `"25MiB"`, `"10MB"`, `"512KiB"`, `"1024"` (bytes).
 pub fn parse_size(s: &str) -> Result<usize, String> {
@@ -115,6 +124,28 @@ pub(crate) fn domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
             _ => Err(de::Error::custom(format!("`{s}` is not a domain name"))),
         })
         .collect()
+}
+
+/// `hostname` is written into the banner, EHLO and Received: an LDH domain
+/// name (RFC 1035 §2.3.1, RFC 5321 §2.3.5) or an address literal.
+pub fn hostname_problem(h: &str) -> Option<String> {
+    if h.chars().any(|c| c.is_control()) {
+        return Some("contains control characters (it is written into SMTP replies)".into());
+    }
+    if let Some(lit) = h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        let ip = lit.strip_prefix("IPv6:").unwrap_or(lit);
+        return ip.parse::<std::net::IpAddr>().is_err().then(|| format!("`{h}` is not an address literal"));
+    }
+    if h.is_empty() || h.len() > 253 {
+        return Some("must be a domain name of 1 to 253 octets".into());
+    }
+    for label in h.split('.') {
+        let ldh = label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if label.is_empty() || label.len() > 63 || !ldh || label.starts_with('-') || label.ends_with('-') {
+            return Some(format!("`{h}` is not a domain name (labels of letters, digits and hyphens, 1 to 63 octets)"));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

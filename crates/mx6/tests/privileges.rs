@@ -25,6 +25,8 @@ fn root_binds_low_port_then_runs_as_user() {
     // The parent of data_dir must be traversable by nobody.
     std::fs::set_permissions(&s.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     s.spawn(&[]);
+    // The port opens before root is dropped: wait for the line that says it was.
+    assert!(s.log_has("dropped root privileges"), "{}", s.log_text());
     let nobody = 65534;
     assert_eq!(uid_of(s.pid()), nobody, "{}", s.log_text());
     let out = swaks_ok(&["--server", "::1", "--port", &low.to_string(), "--to", "low@mx.test"]);
@@ -33,5 +35,4 @@ fn root_binds_low_port_then_runs_as_user() {
     assert_eq!(files.len(), 1, "{}", s.log_text());
     assert_eq!(std::fs::metadata(&files[0]).unwrap().uid(), nobody);
     assert_eq!(std::fs::metadata(s.data().join("spool")).unwrap().uid(), nobody);
-    assert!(s.log_has("dropped root privileges"));
 }

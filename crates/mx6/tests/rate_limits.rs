@@ -156,7 +156,7 @@ fn rates_at_every_prefix_level() {
 fn auth_failures_per_prefix_level() {
     let sub = free_port();
     let extra = format!(
-        "[[listener]]\naddress = \"[::1]:{sub}\"\nkind = \"submission\"\nproxy_protocol = true\n{}[ratelimit_escalation]\nchildren = 0\n[submission]\nauth_failure_delay = \"0s\"\n",
+        "[[listener]]\naddress = \"[::1]:{sub}\"\nkind = \"submission\"\nproxy_protocol = true\nallow = [\"::1/128\"]\n{}[ratelimit_escalation]\nchildren = 0\n[submission]\nauth_failure_delay = \"0s\"\n",
         [rule("auth_failures", "ipv6/48", 2), rule("auth_failures", "ipv4/24", 2)].concat().replace("limit = 2\n", "limit = 2\nscope = \"all\"\n")
     );
     let s = Server::start("rl-auth", &extra);

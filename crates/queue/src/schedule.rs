@@ -27,7 +27,15 @@ impl Schedule {
         let mut at = Duration::ZERO;
         let mut attempts = 1u32;
         loop {
-            at = at.saturating_add(self.delay(attempts).max(Duration::from_secs(1)));
+            let step = self.delay(attempts).max(Duration::from_secs(1));
+            let target = age.min(self.max_age);
+            if step >= self.max.max(Duration::from_secs(1)) && at < target {
+                // At the cap the rest is arithmetic, however small the steps.
+                let k = ((target - at).as_secs_f64() / step.as_secs_f64()).floor() as u32;
+                at = at.saturating_add(step.saturating_mul(k));
+                attempts = attempts.saturating_add(k);
+            }
+            at = at.saturating_add(step);
             if at > age || at >= self.max_age {
                 return (attempts, at.saturating_sub(age));
             }
@@ -59,5 +67,23 @@ mod tests {
         assert_eq!(s.after_restart(Duration::from_secs(10)), (1, Duration::from_secs(290)));
         let (n, d) = s.after_restart(Duration::from_secs(6 * 86400));
         assert!(n > 30 && d.is_zero(), "past max_age: due now ({n}, {d:?})");
+        // Steps at the cap are counted, not walked.
+        let tiny = Schedule { initial: Duration::from_secs(1), max: Duration::from_secs(1), max_age: Duration::from_secs(60 * 86400) };
+        let t = std::time::Instant::now();
+        assert_eq!(tiny.after_restart(Duration::from_millis(59 * 86400 * 1000 + 500)), (59 * 86400 + 1, Duration::from_millis(500)));
+        assert!(t.elapsed() < Duration::from_millis(50));
+        // The same answer as walking, at the cap.
+        assert_eq!(s.after_restart(Duration::from_secs(86400)), walk(&s, Duration::from_secs(86400)));
+    }
+
+    fn walk(s: &Schedule, age: Duration) -> (u32, Duration) {
+        let (mut at, mut n) = (Duration::ZERO, 1u32);
+        loop {
+            at += s.delay(n).max(Duration::from_secs(1));
+            if at > age || at >= s.max_age {
+                return (n, at - age);
+            }
+            n += 1;
+        }
     }
 }

@@ -144,7 +144,7 @@ pub struct Assembled {
 /// Build the services of `mx6 serve` from their config sections; `shutdown`
 /// becomes true when the server stops.
 pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembled, ServeError> {
-    let users = UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?;
+    let users = Arc::new(UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?);
     let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
     let tls = Some(tls::server_config(&cfg.tls, &cfg.data_dir, &cfg.hostname)?);
     let inbound = Arc::new(Inbound::new(&cfg.dns, &cfg.policy, &cfg.dnsbl, &cfg.hostname)?);
@@ -187,6 +187,8 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
     });
 
     let sessions = Arc::new(Semaphore::new(cfg.limits.sessions));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let passwords = crate::session::passwords::Passwords::start(users.clone(), cores);
     let services = Arc::new(Services {
         hostname: cfg.hostname.clone(),
         limits: cfg.limits.clone(),
@@ -205,6 +207,7 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         queue: queue.clone(),
         inbound,
         dkim,
+        passwords,
         shutdown,
         session_seq: AtomicU64::new(1),
         reputation,

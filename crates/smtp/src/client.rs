@@ -502,16 +502,29 @@ pub fn parse_line(line: &str) -> Option<(u16, bool, String)> {
     }
 }
 
+/// Text lines sent are at most this long (RFC 5321 §4.5.3.1.6); longer ones
+/// (accepted from sloppy senders) are broken as Postfix's
+/// `smtp_line_length_limit` does, by inserting CRLF and a space.
+pub const LINE_LIMIT: usize = 998;
+
 /// RFC 5321 §4.5.2: a leading dot doubled; the message ends with CRLF.CRLF.
+/// Lines over [`LINE_LIMIT`] octets are broken.
 pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
     let mut at_line_start = true;
+    let mut column = 0usize;
     for &b in body {
+        if column >= LINE_LIMIT && b != b'\r' && b != b'\n' {
+            out.extend_from_slice(b"\r\n ");
+            column = 1;
+        }
         if at_line_start && b == b'.' {
             out.push(b'.');
+            column += 1;
         }
         out.push(b);
         at_line_start = b == b'\n';
+        column = if b == b'\n' { 0 } else { column + 1 };
     }
     if !out.is_empty() && !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -523,6 +536,23 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_are_broken_for_the_wire() {
+        let line = vec![b'a'; 2500];
+        let mut body = b"Subject: x\r\n\r\n".to_vec();
+        body.extend_from_slice(&line);
+        body.extend_from_slice(b"\r\n.end\r\n");
+        body.extend_from_slice(&[b'b'; 998]);
+        body.extend_from_slice(b"\r\n");
+        let out = dot_stuff(&body);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.split("\r\n").all(|l| l.len() <= LINE_LIMIT), "a line over the limit was sent");
+        let unbroken: String = text.split("\r\n").skip(2).take(3).collect::<Vec<_>>().join("");
+        assert_eq!(unbroken.replace(' ', ""), "a".repeat(2500), "nothing lost, only CRLF SP inserted");
+        assert!(text.contains("\r\n..end\r\n"));
+        assert!(text.contains(&format!("\r\n{}\r\n.\r\n", "b".repeat(998))), "a line at the limit is not broken");
+    }
 
     fn client(lmtp: bool, rcpts: &[&str]) -> Client {
         Client::new(

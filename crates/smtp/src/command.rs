@@ -18,6 +18,8 @@ pub enum Command {
     Rcpt {
         path: Path,
     },
+    /// `RCPT TO:<postmaster>` without a domain (RFC 5321 §4.5.1: always accepted).
+    RcptPostmaster,
     Data,
     Bdat {
         size: u64,
@@ -152,6 +154,13 @@ fn mail(arg: &str) -> Result<Command, CommandError> {
 
 fn rcpt(arg: &str) -> Result<Command, CommandError> {
     let rest = strip_keyword(arg, "TO:").ok_or(CommandError::Syntax("RCPT TO:<address>"))?;
+    let bare = rest.trim_start_matches(' ');
+    if bare.get(..12).is_some_and(|p| p.eq_ignore_ascii_case("<postmaster>")) {
+        if let Some(p) = bare[12..].split(' ').find(|p| !p.is_empty()) {
+            return Err(CommandError::Parameter(p.chars().take(32).filter(|c| c.is_ascii_graphic()).collect()));
+        }
+        return Ok(Command::RcptPostmaster);
+    }
     // RCPT addresses may be UTF-8; the session checks that MAIL said SMTPUTF8.
     let (path, params_str) = parse_path(rest, false, true)?;
     if let Some(p) = params_str.split(' ').find(|p| !p.is_empty()) {

@@ -6,7 +6,9 @@
 //! message, which is then refused as a whole with 550 5.5.2 once its real end is
 //! seen. Nothing is normalised, so what one receiver sees as two messages can
 //! never be stored by us as one (or the other way round). Also bounded: text
-//! lines (998 octets + CRLF, §4.5.3.1.6), message size (RFC 1870), NUL octets.
+//! lines (a limit the session sets: 998 octets + CRLF as §4.5.3.1.6 says when
+//! long lines are refused, [`LONG_LINE`] when they are accepted as most MTAs
+//! do), message size (RFC 1870), NUL octets.
 
 use memchr::memchr;
 
@@ -22,12 +24,20 @@ pub enum ContentError {
 /// Longest text line without its CRLF (RFC 5321 §4.5.3.1.6).
 pub const MAX_TEXT_LINE: usize = 998;
 
+/// Longest text line accepted when long lines are accepted (sloppy but
+/// common senders write them; Postfix accepts them too).
+pub const LONG_LINE: usize = 64 << 10;
+
 /// Incremental DATA decoder. Feed it bytes; it reports how many it consumed and
 /// whether the terminating `<CRLF>.<CRLF>` was seen.
 #[derive(Debug)]
 pub struct DataDecoder {
     out: Vec<u8>,
     max_size: usize,
+    /// Longest line without its CRLF.
+    max_line: usize,
+    /// Octets consumed so far (for the session's minimum-rate deadline).
+    pub consumed: u64,
     /// The previous line ended with CRLF (true at the start: DATA's own CRLF).
     prev_crlf: bool,
     /// Octets of the current line already consumed (an overlong line in pieces).
@@ -38,8 +48,17 @@ pub struct DataDecoder {
 }
 
 impl DataDecoder {
-    pub fn new(max_size: usize) -> DataDecoder {
-        DataDecoder { out: Vec::with_capacity(8192), max_size, prev_crlf: true, partial_len: 0, partial_cr: false, error: None }
+    pub fn new(max_size: usize, max_line: usize) -> DataDecoder {
+        DataDecoder {
+            out: Vec::with_capacity(8192),
+            max_size,
+            max_line,
+            consumed: 0,
+            prev_crlf: true,
+            partial_len: 0,
+            partial_cr: false,
+            error: None,
+        }
     }
 
     fn flag(&mut self, e: ContentError) {
@@ -52,6 +71,12 @@ impl DataDecoder {
 
     /// Consume as much of `input` as possible. Returns `(consumed, finished)`.
     pub fn feed(&mut self, input: &[u8]) -> (usize, bool) {
+        let r = self.feed_lines(input);
+        self.consumed += r.0 as u64;
+        r
+    }
+
+    fn feed_lines(&mut self, input: &[u8]) -> (usize, bool) {
         let mut pos = 0;
         while pos < input.len() {
             match memchr(b'\n', &input[pos..]) {
@@ -64,7 +89,7 @@ impl DataDecoder {
                 }
                 None => {
                     let rest = &input[pos..];
-                    if self.partial_len + rest.len() > MAX_TEXT_LINE + 2 {
+                    if self.partial_len + rest.len() > self.max_line + 2 {
                         // An overlong line: consume it in pieces, remembering
                         // only what is needed to find its end.
                         self.flag(ContentError::LineTooLong);
@@ -108,7 +133,7 @@ impl DataDecoder {
         if memchr(0, content).is_some() {
             self.flag(ContentError::Nul);
         }
-        if self.partial_len + content.len() > MAX_TEXT_LINE {
+        if self.partial_len + content.len() > self.max_line {
             self.flag(ContentError::LineTooLong);
         }
         if self.error.is_none() {
@@ -139,7 +164,7 @@ impl DataDecoder {
 
 /// Check BDAT content once its last chunk arrived: the same rules as DATA, since
 /// the message may later travel over DATA. Appends a final CRLF when missing.
-pub fn check_chunked(mut msg: Vec<u8>) -> Result<Vec<u8>, ContentError> {
+pub fn check_chunked(mut msg: Vec<u8>, max_line: usize) -> Result<Vec<u8>, ContentError> {
     if memchr(0, &msg).is_some() {
         return Err(ContentError::Nul);
     }
@@ -158,7 +183,7 @@ pub fn check_chunked(mut msg: Vec<u8>) -> Result<Vec<u8>, ContentError> {
         if memchr(b'\r', line).is_some() {
             return Err(ContentError::BareNewline);
         }
-        if line.len() > MAX_TEXT_LINE {
+        if line.len() > max_line {
             return Err(ContentError::LineTooLong);
         }
         start = next;
@@ -174,7 +199,7 @@ mod tests {
     use super::*;
 
     fn decode(input: &[u8]) -> (Result<Vec<u8>, ContentError>, usize, bool) {
-        let mut d = DataDecoder::new(1 << 20);
+        let mut d = DataDecoder::new(1 << 20, MAX_TEXT_LINE);
         let (n, done) = d.feed(input);
         (d.finish(), n, done)
     }
@@ -193,7 +218,7 @@ mod tests {
             let mut msg = b"Subject: x\r\n\r\nbody".to_vec();
             msg.extend_from_slice(variant);
             msg.extend_from_slice(b"MAIL FROM:<evil@x.test>\r\n");
-            let mut d = DataDecoder::new(1 << 20);
+            let mut d = DataDecoder::new(1 << 20, MAX_TEXT_LINE);
             let (n, done) = d.feed(&msg);
             assert!(!done, "{variant:?} must not end DATA");
             assert_eq!(n, msg.len());
@@ -207,7 +232,7 @@ mod tests {
     fn split_input_gives_the_same_result() {
         let msg = b"a\r\n..b\r\n\r\n.\r\n";
         for split in 0..msg.len() {
-            let mut d = DataDecoder::new(100);
+            let mut d = DataDecoder::new(100, MAX_TEXT_LINE);
             let (n1, done1) = d.feed(&msg[..split]);
             assert!(!done1);
             let mut rest = msg[n1..].to_vec();
@@ -222,7 +247,7 @@ mod tests {
     fn long_lines_and_size() {
         let mut msg = vec![b'a'; 5000];
         msg.extend_from_slice(b"\r\n.\r\n");
-        let mut d = DataDecoder::new(1 << 20);
+        let mut d = DataDecoder::new(1 << 20, MAX_TEXT_LINE);
         let (n, done) = d.feed(&msg[..3000]);
         assert_eq!((n, done), (3000, false));
         let (_, done) = d.feed(&msg[3000..]);
@@ -230,7 +255,7 @@ mod tests {
         assert_eq!(d.finish(), Err(ContentError::LineTooLong));
 
         let (r, _, done) = {
-            let mut d = DataDecoder::new(10);
+            let mut d = DataDecoder::new(10, MAX_TEXT_LINE);
             let (n, done) = d.feed(b"0123456789\r\nabc\r\n.\r\n");
             (d.finish(), n, done)
         };
@@ -240,9 +265,9 @@ mod tests {
 
     #[test]
     fn chunked_checks() {
-        assert_eq!(check_chunked(b"a\r\nb".to_vec()).unwrap(), b"a\r\nb\r\n");
-        assert_eq!(check_chunked(b"a\nb\r\n".to_vec()), Err(ContentError::BareNewline));
-        assert_eq!(check_chunked(b"a\rb\r\n".to_vec()), Err(ContentError::BareNewline));
-        assert_eq!(check_chunked(b"a\0\r\n".to_vec()), Err(ContentError::Nul));
+        assert_eq!(check_chunked(b"a\r\nb".to_vec(), MAX_TEXT_LINE).unwrap(), b"a\r\nb\r\n");
+        assert_eq!(check_chunked(b"a\nb\r\n".to_vec(), MAX_TEXT_LINE), Err(ContentError::BareNewline));
+        assert_eq!(check_chunked(b"a\rb\r\n".to_vec(), MAX_TEXT_LINE), Err(ContentError::BareNewline));
+        assert_eq!(check_chunked(b"a\0\r\n".to_vec(), MAX_TEXT_LINE), Err(ContentError::Nul));
     }
 }

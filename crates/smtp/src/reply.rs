@@ -225,6 +225,10 @@ pub fn auth_invalid() -> Reply {
 pub fn auth_temporary() -> Reply {
     Reply::new(454, "4.7.0", "Temporary authentication failure, try again later")
 }
+/// Every slot for checking credentials is busy (an AUTH flood).
+pub fn auth_busy() -> Reply {
+    Reply::new(454, "4.7.0", "Authentication temporarily unavailable (too many attempts at once), try again later")
+}
 pub fn auth_throttled() -> Reply {
     Reply::new(454, "4.7.0", "Too many failed authentications from your network, try again later")
 }
@@ -266,7 +270,7 @@ pub fn bare_newline() -> Reply {
 }
 /// RFC 5321 §4.5.3.1.6: text lines are at most 1000 octets including CRLF.
 pub fn data_line_too_long() -> Reply {
-    Reply::new(550, "5.6.0", "Error: message line longer than 998 octets")
+    Reply::new(550, "5.6.0", "Error: message line too long")
 }
 pub fn nul_in_data() -> Reply {
     Reply::new(550, "5.6.0", "Error: NUL byte in message data")

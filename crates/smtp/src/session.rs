@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use memchr::memchr;
 
 use crate::address::AddressError;
-use crate::address::{Mailbox, Path};
+use crate::address::{Domain, Mailbox, Path};
 use crate::command::{self, Command, CommandError, HeloArg, MailParams};
 use crate::data::{check_chunked, ContentError, DataDecoder};
 use crate::reply::{self, Reply};
@@ -31,18 +31,34 @@ pub const MAX_COMMAND_LINE: usize = 2048;
 /// Longest SASL response line (RFC 4954 §4 asks for at least 12288 octets).
 pub const MAX_AUTH_LINE: usize = 12288;
 
-/// RFC 5321 §4.5.3.2 server timeouts.
+/// Deadlines (RFC 5321 §4.5.3.2), not idle timers: a byte now and then does
+/// not keep a session alive.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// Waiting for the next command (§4.5.3.2.7: 5 minutes).
+    /// A whole command line must arrive within this, counted from the end
+    /// of the previous one (§4.5.3.2.7: 5 minutes).
     pub command: Duration,
-    /// Waiting for the next block of DATA/BDAT content (§4.5.3.2.5: 3 minutes).
+    /// Each block of [`DATA_BLOCK`] octets of message content must arrive
+    /// within this (§4.5.3.2.5: 3 minutes), like Postfix's
+    /// `smtpd_per_record_deadline`: a minimum rate.
     pub data_block: Duration,
+    /// The whole content of one message must arrive within this.
+    pub data_total: Duration,
+    /// The most a session may last.
+    pub session: Duration,
 }
+
+/// Message content is timed per block of this many octets.
+pub const DATA_BLOCK: u64 = 64 << 10;
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { command: Duration::from_secs(300), data_block: Duration::from_secs(180) }
+        Timeouts {
+            command: Duration::from_secs(300),
+            data_block: Duration::from_secs(180),
+            data_total: Duration::from_secs(1800),
+            session: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -66,6 +82,11 @@ pub struct SessionConfig {
     /// MAIL needs a successful AUTH first (submission, RFC 6409 §4.3): 530 5.7.0.
     pub require_auth: bool,
     pub timeouts: Timeouts,
+    /// Longest text line of message content, without its CRLF
+    /// ([`crate::data::MAX_TEXT_LINE`] refuses long lines, [`crate::data::LONG_LINE`] accepts them).
+    pub max_line: usize,
+    /// `RCPT TO:<postmaster>` (no domain) means postmaster at this domain.
+    pub postmaster_domain: String,
 }
 
 /// What the driver must do.
@@ -198,7 +219,18 @@ pub struct Session {
     tls: bool,
     auth: Option<String>,
     errors: u32,
-    last_activity: Instant,
+    /// The time given with the latest input.
+    now: Instant,
+    started: Instant,
+    /// When the wait for the current command line began.
+    line_since: Instant,
+    /// When the current message's content began, and its current block.
+    data_since: Instant,
+    block_since: Instant,
+    /// Content octets at the start of the current block.
+    block_base: u64,
+    /// Content octets of the current BDAT transaction so far.
+    bdat_consumed: u64,
 }
 
 impl Session {
@@ -216,7 +248,13 @@ impl Session {
             tls,
             auth: None,
             errors: 0,
-            last_activity: now,
+            now,
+            started: now,
+            line_since: now,
+            data_since: now,
+            block_since: now,
+            block_base: 0,
+            bdat_consumed: 0,
             cfg,
         };
         s.events.push_back(Event::Reply(reply::greeting(&s.cfg.hostname)));
@@ -249,19 +287,36 @@ impl Session {
         self.helo.as_ref().map(|(h, _)| h.as_str())
     }
 
-    /// When `handle_timeout` must be called, unless input arrives first.
+    /// When `handle_timeout` must be called, whatever input arrives (these are
+    /// deadlines: input that does not complete a line or a block does not
+    /// move them).
     pub fn deadline(&self) -> Option<Instant> {
-        match self.state {
-            State::Waiting | State::Handshake | State::Closed => None,
-            State::Data(_) | State::Bdat { .. } => Some(self.last_activity + self.cfg.timeouts.data_block),
-            State::Command | State::LongLine | State::AuthPlain | State::AuthLogin(_) => {
-                Some(self.last_activity + self.cfg.timeouts.command)
+        let t = &self.cfg.timeouts;
+        let session = self.started.checked_add(t.session);
+        let own = match self.state {
+            State::Waiting | State::Handshake | State::Closed => return None,
+            State::Data(_) | State::Bdat { .. } => {
+                earliest(self.block_since.checked_add(t.data_block), self.data_since.checked_add(t.data_total))
             }
+            State::Command | State::LongLine | State::AuthPlain | State::AuthLogin(_) => self.line_since.checked_add(t.command),
+        };
+        earliest(own, session)
+    }
+
+    /// The stage a timeout hits, for the metric.
+    fn stage(&self) -> &'static str {
+        match (&self.state, &self.tx, &self.helo) {
+            (State::Data(_) | State::Bdat { .. }, _, _) => "data",
+            (_, Some(_), _) => "rcpt",
+            (_, None, Some(_)) => "mail",
+            _ => "helo",
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         if self.deadline().is_some_and(|d| now >= d) {
+            self.events.push_back(Event::Rejected { stage: self.stage(), reason: "timeout" });
             self.events.push_back(Event::Reply(reply::timeout(&self.cfg.hostname)));
             self.close();
         }
@@ -272,7 +327,7 @@ impl Session {
         if matches!(self.state, State::Closed | State::Handshake) {
             return; // CVE-2011-0411: nothing read before the handshake counts
         }
-        self.last_activity = now;
+        self.now = now;
         if self.pos == self.input.len() {
             self.input.clear();
             self.pos = 0;
@@ -291,6 +346,7 @@ impl Session {
             return;
         }
         self.state = State::Command;
+        self.line_since = self.now;
         match (pending, answer) {
             (_, Answer::Close(r)) => {
                 self.reply(r);
@@ -355,6 +411,7 @@ impl Session {
             self.auth = None;
             self.tls = true;
             self.state = State::Command;
+            self.line_since = self.now;
         }
     }
 
@@ -428,6 +485,7 @@ impl Session {
                 State::LongLine => match memchr(b'\n', avail) {
                     Some(i) => {
                         self.pos += i + 1;
+                        self.line_since = self.now;
                         self.state = State::Command;
                         self.reply(reply::line_too_long());
                     }
@@ -448,6 +506,7 @@ impl Session {
                     };
                     let start = self.pos;
                     self.pos += i + 1;
+                    self.line_since = self.now;
                     if i + 1 > limit {
                         self.state = State::Command;
                         self.reply(reply::line_too_long());
@@ -464,6 +523,10 @@ impl Session {
                 State::Data(dec) => {
                     let (n, done) = dec.feed(avail);
                     self.pos += n;
+                    if dec.consumed - self.block_base >= DATA_BLOCK {
+                        self.block_base = dec.consumed;
+                        self.block_since = self.now;
+                    }
                     if !done {
                         return;
                     }
@@ -482,6 +545,11 @@ impl Session {
                     }
                     *remaining -= take as u64;
                     self.pos += take;
+                    self.bdat_consumed += take as u64;
+                    if self.bdat_consumed - self.block_base >= DATA_BLOCK {
+                        self.block_base = self.bdat_consumed;
+                        self.block_since = self.now;
+                    }
                     if *remaining > 0 {
                         return;
                     }
@@ -512,7 +580,7 @@ impl Session {
             return self.content_refused(e);
         }
         let data = tx.chunks.take().unwrap_or_default();
-        match check_chunked(data) {
+        match check_chunked(data, self.cfg.max_line) {
             Ok(data) => self.message_complete(data),
             Err(e) => self.content_refused(e),
         }
@@ -580,24 +648,19 @@ impl Session {
                     self.ask(Pending::Mail { from: path.clone(), params: params.clone() }, Ask::Mail { from: path, params, auth });
                 }
             }
+            Command::RcptPostmaster => {
+                let to = Mailbox { local: "postmaster".into(), domain: Domain::Name(self.cfg.postmaster_domain.clone()) };
+                self.rcpt(to);
+            }
             Command::Rcpt { path } => {
-                let Some(tx) = self.tx.as_ref() else {
-                    let r = if self.helo.is_none() { reply::need_helo() } else { reply::need_mail() };
-                    self.reply(r);
-                    return;
+                let Some(to) = path.mailbox else {
+                    if self.tx.is_none() {
+                        let r = if self.helo.is_none() { reply::need_helo() } else { reply::need_mail() };
+                        return self.reply(r);
+                    }
+                    return self.reply(reply::bad_address("empty recipient"));
                 };
-                let Some(to) = path.mailbox else { return self.reply(reply::bad_address("empty recipient")) };
-                if tx.chunks.is_some() {
-                    self.reply(reply::need_rcpt());
-                } else if !tx.params.smtputf8 && !to.is_ascii() {
-                    self.reply(reply::needs_smtputf8());
-                } else if tx.rcpts.len() >= self.cfg.max_recipients {
-                    self.events.push_back(Event::Rejected { stage: "rcpt", reason: "too_many_recipients" });
-                    self.reply(reply::too_many_recipients());
-                } else {
-                    let from = tx.from.clone();
-                    self.ask(Pending::Rcpt { to: to.clone() }, Ask::Rcpt { to, from });
-                }
+                self.rcpt(to);
             }
             Command::Data => match self.tx.as_ref() {
                 None if self.helo.is_none() => self.reply(reply::need_helo()),
@@ -606,7 +669,8 @@ impl Session {
                 Some(tx) if tx.rcpts.is_empty() => self.reply(reply::no_valid_recipients()),
                 Some(_) => {
                     self.events.push_back(Event::Reply(reply::start_data()));
-                    self.state = State::Data(Box::new(DataDecoder::new(self.cfg.max_message_size)));
+                    self.content_starts();
+                    self.state = State::Data(Box::new(DataDecoder::new(self.cfg.max_message_size, self.cfg.max_line)));
                 }
             },
             Command::Bdat { size, last } => self.bdat(size, last),
@@ -642,6 +706,24 @@ impl Session {
         }
     }
 
+    fn rcpt(&mut self, to: Mailbox) {
+        let Some(tx) = self.tx.as_ref() else {
+            let r = if self.helo.is_none() { reply::need_helo() } else { reply::need_mail() };
+            return self.reply(r);
+        };
+        if tx.chunks.is_some() {
+            self.reply(reply::need_rcpt());
+        } else if !tx.params.smtputf8 && !to.is_ascii() {
+            self.reply(reply::needs_smtputf8());
+        } else if tx.rcpts.len() >= self.cfg.max_recipients {
+            self.events.push_back(Event::Rejected { stage: "rcpt", reason: "too_many_recipients" });
+            self.reply(reply::too_many_recipients());
+        } else {
+            let from = tx.from.clone();
+            self.ask(Pending::Rcpt { to: to.clone() }, Ask::Rcpt { to, from });
+        }
+    }
+
     /// `AUTH mechanism [initial-response]` (RFC 4954 §4).
     fn auth_command(&mut self, arg: &str) {
         if !self.cfg.auth {
@@ -661,7 +743,8 @@ impl Session {
         }
         let mut parts = arg.split(' ').filter(|p| !p.is_empty());
         let mech = parts.next().unwrap_or("").to_ascii_uppercase();
-        let initial = parts.next();
+        // RFC 4954 §4: "=" is an initial response of zero length.
+        let initial = parts.next().map(|r| if r == "=" { "" } else { r });
         if parts.next().is_some() {
             return self.reply(reply::syntax("AUTH mechanism [initial-response]"));
         }
@@ -728,6 +811,14 @@ impl Session {
         self.ask(Pending::Auth { username: username.to_string() }, ask);
     }
 
+    /// The deadlines of message content start now.
+    fn content_starts(&mut self) {
+        self.data_since = self.now;
+        self.block_since = self.now;
+        self.block_base = 0;
+        self.bdat_consumed = 0;
+    }
+
     fn bdat(&mut self, size: u64, last: bool) {
         let max = self.cfg.max_message_size as u64;
         let early = match self.tx.as_ref() {
@@ -740,6 +831,12 @@ impl Session {
             // RFC 3030 §4.2: the chunk is read even when the command fails.
             self.state = State::Bdat { remaining: size, last, keep: false, reply: Some(r) };
             return;
+        }
+        if self.tx.as_ref().is_some_and(|t| t.chunks.is_none()) {
+            self.content_starts();
+        } else {
+            // Between chunks the command line is timed; the block goes on.
+            self.block_since = self.block_since.max(self.line_since);
         }
         let tx = self.tx.as_mut().expect("checked above");
         let have = tx.chunks.get_or_insert_with(Vec::new).len() as u64;
@@ -767,6 +864,14 @@ impl Session {
             CommandError::Address(a) if verb == "MAIL" => reply::bad_sender_syntax(&a.to_string()),
             CommandError::Address(a) => reply::bad_address(&a.to_string()),
         }
+    }
+}
+
+/// The earlier of two deadlines (`None`: never).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

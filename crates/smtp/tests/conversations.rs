@@ -26,6 +26,8 @@ fn config() -> SessionConfig {
         auth: false,
         require_auth: false,
         timeouts: Timeouts::default(),
+        max_line: mx6_smtp::data::MAX_TEXT_LINE,
+        postmaster_domain: "mx.test".into(),
     }
 }
 

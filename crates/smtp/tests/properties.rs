@@ -21,6 +21,8 @@ fn session() -> Session {
             auth: true,
             require_auth: false,
             timeouts: Timeouts::default(),
+            max_line: mx6_smtp::data::MAX_TEXT_LINE,
+            postmaster_domain: "mx.test".into(),
         },
         Instant::now(),
     )
@@ -104,7 +106,7 @@ proptest! {
         }
         wire.extend_from_slice(b".\r\n");
         let split = split.min(wire.len());
-        let mut d = DataDecoder::new(1 << 20);
+        let mut d = DataDecoder::new(1 << 20, mx6_smtp::data::MAX_TEXT_LINE);
         let (n, done) = d.feed(&wire[..split]);
         let (m, done2) = if done { (0, true) } else { d.feed(&wire[n..]) };
         prop_assert!(done2);
@@ -116,7 +118,7 @@ proptest! {
     fn bare_newlines_are_never_accepted(body in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a')], 0..60)) {
         let mut wire = body.clone();
         wire.extend_from_slice(b"\r\n.\r\n");
-        let mut d = DataDecoder::new(1 << 20);
+        let mut d = DataDecoder::new(1 << 20, mx6_smtp::data::MAX_TEXT_LINE);
         let (n, done) = d.feed(&wire);
         prop_assert!(done);
         // What was consumed up to the end, minus the terminator, must be free

@@ -35,6 +35,9 @@ impl StateStore for Store {
     async fn hit(&self, key: &str, window: u64, now: u64) -> Result<u64> {
         delegate!(self, hit(key, window, now))
     }
+    async fn unhit(&self, key: &str, now: u64) -> Result<()> {
+        delegate!(self, unhit(key, now))
+    }
     async fn peek(&self, key: &str, now: u64) -> Result<u64> {
         delegate!(self, peek(key, now))
     }

@@ -177,6 +177,19 @@ impl StateStore for Embedded {
         }))
     }
 
+    async fn unhit(&self, key: &str, now: u64) -> Result<()> {
+        self.with(|m| {
+            if let Some(s @ Slot { val: Val::Count(_), .. }) = m.get_mut(key) {
+                if s.live(now) {
+                    if let Val::Count(n) = &mut s.val {
+                        *n = (*n - 1).max(0);
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
     async fn peek(&self, key: &str, now: u64) -> Result<u64> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Ok(match g.map.get(key) {

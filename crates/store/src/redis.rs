@@ -54,6 +54,13 @@ end
 return {res, retry}
 "#;
 
+/// A count taken back, never below 0; DECR keeps the key's expiry.
+const UNHIT: &str = r"
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+";
+
 const HIT: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -95,6 +102,7 @@ pub struct Redis {
     timeout: Duration,
     greylist: Script,
     hit: Script,
+    unhit: Script,
     concurrent: Script,
     child: Script,
     add_score: Script,
@@ -115,6 +123,7 @@ impl Redis {
             timeout,
             greylist: Script::new(GREYLIST),
             hit: Script::new(HIT),
+            unhit: Script::new(UNHIT),
             concurrent: Script::new(CONCURRENT),
             child: Script::new(CHILD),
             add_score: Script::new(ADD_SCORE),
@@ -153,6 +162,14 @@ impl StateStore for Redis {
         let mut inv = self.hit.prepare_invoke();
         inv.key(k(key)).arg(window.max(1));
         self.run(inv.invoke_async(&mut c)).await
+    }
+
+    async fn unhit(&self, key: &str, _now: u64) -> Result<()> {
+        let mut c = self.conn.clone();
+        let mut inv = self.unhit.prepare_invoke();
+        inv.key(k(key));
+        let _: i64 = self.run(inv.invoke_async(&mut c)).await?;
+        Ok(())
     }
 
     async fn peek(&self, key: &str, _now: u64) -> Result<u64> {

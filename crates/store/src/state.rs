@@ -42,6 +42,9 @@ pub trait StateStore: Send + Sync {
     /// Count one event in a fixed window of `window` ms starting at the first
     /// event; returns the count including this one.
     fn hit(&self, key: &str, window: u64, now: u64) -> impl Future<Output = Result<u64>> + Send;
+    /// Take back one count of `key` (never below 0; the window is kept): an
+    /// attempt that was counted before it was judged turned out fine.
+    fn unhit(&self, key: &str, now: u64) -> impl Future<Output = Result<()>> + Send;
     /// The current count without adding.
     fn peek(&self, key: &str, now: u64) -> impl Future<Output = Result<u64>> + Send;
     /// Add `delta` to a concurrency gauge (never below 0); returns the new value.

@@ -58,6 +58,12 @@ async fn cases(s: &impl StateStore, base: u64) {
         assert_eq!(s.hit("rl|messages|60000|2001:db8::/64", 60_000, base).await.unwrap(), n);
     }
     assert_eq!(s.peek("rl|messages|60000|2001:db8::/64", base).await.unwrap(), 3);
+    // An attempt counted before it was judged is taken back, never below 0.
+    s.unhit("rl|messages|60000|2001:db8::/64", base).await.unwrap();
+    assert_eq!(s.peek("rl|messages|60000|2001:db8::/64", base).await.unwrap(), 2);
+    s.unhit("rl|nothing|60000|2001:db8::/64", base).await.unwrap();
+    assert_eq!(s.peek("rl|nothing|60000|2001:db8::/64", base).await.unwrap(), 0);
+    assert_eq!(s.hit("rl|messages|60000|2001:db8::/64", 60_000, base).await.unwrap(), 3);
     assert_eq!(s.peek("rl|messages|60000|2001:db8:1::/64", base).await.unwrap(), 0);
 
     // Concurrency gauge never goes below zero.

@@ -103,6 +103,7 @@ address = "127.0.0.1:{port}"
 [[listener]]
 address = "[::1]:{proxy_port}"
 proxy_protocol = true
+allow = ["::1/128"]
 [[listener]]
 address = "[::1]:{sub_port}"
 kind = "submission"

@@ -188,19 +188,13 @@ impl RateLimits {
         }
     }
 
-    /// Whether `kind` is already at its limit, without counting (failed AUTH
-    /// attempts are counted only when they fail).
-    pub async fn at_limit(&self, state: &State, kind: Kind, a: &Asker) -> Result<(), Stop> {
+    /// Take back one count of `kind` (an AUTH attempt, counted before its
+    /// password was checked, that succeeded).
+    pub async fn uncount(&self, state: &State, kind: Kind, a: &Asker) {
         let now = mx6_store::now_ms();
         for (r, p) in self.applicable(kind, a) {
-            let n = state.peek(&rate_key(r, &p), now).await?;
-            let max = r.limit_for(a.bad, self.bad_limit_factor);
-            if n >= max {
-                let hit = Hit { limit: r.kind.as_str(), prefix: p, count: n, max, tarpit: r.tarpit };
-                return Err(self.hit(state, a, hit).await);
-            }
+            let _ = state.unhit(&rate_key(r, &p), now).await;
         }
-        Ok(())
     }
 
     async fn count_rules(&self, state: &State, kind: Kind, a: &Asker, now: u64) -> Result<Option<Hit>, Unavailable> {

@@ -145,6 +145,9 @@ impl State {
     pub async fn hit(&self, key: &str, window: u64, now: u64) -> Result<u64, Unavailable> {
         via!(self, hit(key, window, now))
     }
+    pub async fn unhit(&self, key: &str, now: u64) -> Result<(), Unavailable> {
+        via!(self, unhit(key, now))
+    }
     pub async fn peek(&self, key: &str, now: u64) -> Result<u64, Unavailable> {
         via!(self, peek(key, now))
     }

@@ -1,8 +1,9 @@
 //! Listening sockets: one per `[[listener]]`. IPv6 sockets are IPv6-only
 //! (IPV6_V6ONLY), so `[::]:25` and `0.0.0.0:25` are two sockets and every
 //! connection is clearly IPv4 or IPv6. Per connection, before any session:
-//! the PROXY header when the listener expects one, the `allow` list, the
-//! global session cap, and the TLS handshake of an implicit-TLS listener
+//! the `allow` list (on a PROXY listener: of the proxies, checked before the
+//! header is read; elsewhere: of the clients), the PROXY header when the
+//! listener expects one, the global session cap, and the TLS handshake of an implicit-TLS listener
 //! (RFC 8314: TLS first, then SMTP). What happens next is the handler's.
 //!
 //! Defends against: accept errors (EMFILE) spinning the loop, handshakes that
@@ -90,6 +91,17 @@ where
     H: Fn(Accepted) -> F,
     F: Future<Output = ()>,
 {
+    // On a PROXY listener `allow` names the proxies: anyone else could claim
+    // any client address in the header, mynetworks included.
+    if cfg.proxy_protocol && !contains_any(&cfg.allow, mx6_smtp::address::canonical_ip(peer.ip())) {
+        let ip = mx6_smtp::address::canonical_ip(peer.ip());
+        let family = Family::of(ip).as_str();
+        tracing::info!(peer = %peer, family, listener = %cfg.address, stage = "connect", reason = "not_allowed", "reject: not one of the listener's proxies (allow)");
+        gate.metrics.connections.with_label_values(&[family, &cfg.address.to_string()]).inc();
+        gate.metrics.reject(family, "connect", "not_allowed");
+        let _ = stream.write_all(&reply::access_denied().to_bytes()).await;
+        return;
+    }
     let client = if cfg.proxy_protocol {
         match crate::net::proxy::read_header(&mut stream, peer).await {
             Ok(x) => x,
@@ -105,7 +117,7 @@ where
     let family = Family::of(ip).as_str();
     let listener = cfg.address.to_string();
     gate.metrics.connections.with_label_values(&[family, &listener]).inc();
-    if !cfg.allow.is_empty() && !contains_any(&cfg.allow, ip) {
+    if !cfg.proxy_protocol && !cfg.allow.is_empty() && !contains_any(&cfg.allow, ip) {
         tracing::info!(client = %ip, family, listener = %cfg.address, stage = "connect", reason = "not_allowed", "reject: client not in listener allow list");
         gate.metrics.reject(family, "connect", "not_allowed");
         let _ = stream.write_all(&reply::access_denied().to_bytes()).await;

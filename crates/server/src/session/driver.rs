@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mx6_config::{ListenerConfig, ListenerKind};
+use mx6_config::{ListenerConfig, ListenerKind, LongLines};
 use mx6_policy::reputation::Standing as RepStanding;
 use mx6_policy::Family;
 use mx6_smtp::address::address_literal;
@@ -77,7 +77,17 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(conn: Conn<S>, client: Socke
         tls_active: conn.is_tls(),
         auth: submission,
         require_auth: submission,
-        timeouts: Timeouts { command: s.limits.command_timeout, data_block: s.limits.data_timeout },
+        timeouts: Timeouts {
+            command: s.limits.command_timeout,
+            data_block: s.limits.data_timeout,
+            data_total: s.limits.data_total_timeout,
+            session: s.limits.session_timeout,
+        },
+        max_line: match s.limits.long_lines {
+            LongLines::Accept => mx6_smtp::data::LONG_LINE,
+            LongLines::Refuse => mx6_smtp::data::MAX_TEXT_LINE,
+        },
+        postmaster_domain: s.routing.local_domains.first().cloned().unwrap_or_else(|| s.hostname.clone()),
     };
     let mut session = Session::new(scfg, Instant::now());
     if !early.is_empty() {

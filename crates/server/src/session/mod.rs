@@ -4,7 +4,7 @@
 //!   STARTTLS, deadlines;
 //! - [`admission`], [`pregreet`]: before the greeting (limits, early talkers);
 //! - [`stages`]: HELO, STARTTLS, MAIL, RCPT;
-//! - [`auth`]: SMTP AUTH credentials;
+//! - [`auth`], [`passwords`]: SMTP AUTH credentials, checked on a bounded pool;
 //! - [`end_of_data`]: the message checks, filters and the spool append;
 //! - [`assemble`]: our trace headers and DKIM signing;
 //! - [`context`]: the session's facts and how it logs and refuses;
@@ -16,6 +16,7 @@ pub mod auth;
 pub mod context;
 pub mod driver;
 pub mod end_of_data;
+pub mod passwords;
 pub mod pregreet;
 pub mod services;
 pub mod stages;

@@ -28,7 +28,7 @@ pub struct Services {
     pub submission: SubmissionConfig,
     pub pregreet: PregreetConfig,
     pub routing: Routing,
-    pub users: UserDb,
+    pub users: Arc<UserDb>,
     pub metrics: Arc<Metrics>,
     pub state: Arc<State>,
     pub rate_limits: RateLimits,
@@ -41,6 +41,8 @@ pub struct Services {
     pub min_free: u64,
     pub queue: QueueManager,
     pub inbound: Arc<Inbound>,
+    /// SMTP AUTH password checks, on their own bounded pool.
+    pub passwords: crate::session::passwords::Passwords,
     /// DKIM signing keys, for mail from users and mynetworks.
     pub dkim: Vec<DkimKey>,
     /// Becomes true when the server stops.

@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
             auth: true,
             require_auth: false,
             timeouts: Timeouts::default(),
+            max_line: if mode & 0x80 != 0 { mx6_smtp::data::LONG_LINE } else { 998 },
+            postmaster_domain: "mx.test".into(),
         },
         Instant::now(),
     );

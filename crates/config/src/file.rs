@@ -125,7 +125,12 @@ impl Config {
                 Some(k) if key != k && !key.ends_with(&format!(".{k}")) => format!("{key}.{k}"),
                 _ => key,
             };
-            err(line_of(text, inner.span()), key.trim_start_matches('.').to_string(), message)
+            let key = match key.trim_start_matches('.') {
+                // `"" = 1`: a key with an empty name (found by fuzzing).
+                "" => "\"\"".to_string(),
+                k => k.to_string(),
+            };
+            err(line_of(text, inner.span()), key, message)
         })?;
         cfg.source = Source::index(file, text);
         Ok(cfg)
@@ -231,6 +236,9 @@ max_age = "5d"
         assert_eq!(e.line, 2);
         let e = Config::parse("hostname = \n", "f.toml").unwrap_err();
         assert_eq!(e.line, 1);
+        // Found by fuzzing: a key with an empty name is still named.
+        let e = Config::parse("\"\"=1\n", "f.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (1, "\"\""), "{e}");
     }
 
     #[test]

@@ -785,6 +785,9 @@ impl Session {
                 None => self.reply(reply::auth_bad_base64()),
             },
             State::AuthLogin(Some(user)) => match decode_b64(line) {
+                // A NUL is no part of a name or a password (found by fuzzing:
+                // LOGIN decodes to any bytes).
+                Some(_) if user.contains('\0') => self.reply(reply::auth_invalid()),
                 Some(password) => {
                     let ask = Ask::Auth { mechanism: "LOGIN", authzid: String::new(), username: user.clone(), password };
                     self.ask(Pending::Auth { username: user }, ask);

@@ -177,3 +177,12 @@ fn long_lines_accepted_or_refused() {
     t.send(1.0, &line);
     assert!(t.out.iter().any(|l| l.starts_with("550 5.6.0")), "{:?}", t.out);
 }
+
+#[test]
+fn a_login_name_with_a_nul_is_refused_without_a_check() {
+    // Found by fuzzing (fuzz/fuzz_targets/auth.rs): "AUoA" decodes to 01 4a 00.
+    let mut t = T::new(998);
+    t.send(0.0, b"EHLO x\r\nAUTH LOGIN AUoA\r\nAUoA\r\n");
+    assert!(t.out.last().unwrap().starts_with("535 5.7.8"), "{:?}", t.out);
+    assert!(t.asks.iter().all(|a| !a.contains("Auth")));
+}

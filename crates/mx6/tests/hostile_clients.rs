@@ -113,8 +113,10 @@ fn configs_that_would_break_the_server_or_open_a_relay_are_refused() {
 fn slow_clients_are_closed_with_421_and_counted() {
     let s = Server::start("slowloris", "[limits]\ncommand_timeout = \"2s\"\ndata_timeout = \"2s\"\n");
     // A command dripped a byte at a time: the deadline does not move.
-    let mut c = Raw::open(v6(s.port));
+    // The clock starts before the connection: the server's deadline starts
+    // after it, so at least the full 2 s pass before the 421.
     let t0 = Instant::now();
+    let mut c = Raw::open(v6(s.port));
     let mut closed = String::new();
     for b in b"EHLO slow.example".iter().cycle() {
         if c.w.write_all_nonfatal(&[*b]) {

@@ -5,6 +5,7 @@
 //! Texts never echo raw client input beyond what was validated, so a reply line
 //! can not be used to inject CR/LF.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// One (possibly multi-line) SMTP reply.
@@ -12,18 +13,47 @@ use std::fmt;
 pub struct Reply {
     pub code: u16,
     /// Enhanced status code, e.g. "5.7.1".
-    pub status: &'static str,
+    pub status: Cow<'static, str>,
     pub lines: Vec<String>,
 }
 
 impl Reply {
     pub fn new(code: u16, status: &'static str, text: impl Into<String>) -> Reply {
-        Reply { code, status, lines: vec![sanitize(text.into())] }
+        Reply { code, status: Cow::Borrowed(status), lines: vec![sanitize(text.into())] }
     }
 
     /// A reply whose first line has no enhanced code (the 220 greeting, EHLO lines).
     fn plain(code: u16, lines: Vec<String>) -> Reply {
-        Reply { code, status: "", lines }
+        Reply { code, status: Cow::Borrowed(""), lines }
+    }
+
+    /// A reply a filter chose (a milter's `SMFIR_REPLYCODE`): `550 5.7.1 text`,
+    /// or several lines `550-5.7.1 first` … `550 5.7.1 last`. The code must be
+    /// a 4xx or 5xx one and the same on every line; an enhanced code is kept
+    /// when it is well-formed and agrees with the code's class, else
+    /// `default_status` is used. Line framing is sanitized, so the text can
+    /// never add reply lines of its own.
+    pub fn custom(text: &str, default_status: &'static str) -> Option<Reply> {
+        let raw: Vec<&str> = text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
+        let first = raw.first()?;
+        let code: u16 = first.get(..3)?.parse().ok().filter(|c| (400..600).contains(c))?;
+        let mut status: Option<String> = None;
+        let mut lines = Vec::new();
+        for (i, l) in raw.iter().enumerate() {
+            if l.get(..3) != first.get(..3) || !matches!(l.as_bytes().get(3), None | Some(b' ' | b'-')) {
+                return None;
+            }
+            let mut rest = l.get(4..).unwrap_or("").trim_start();
+            if let Some(e) = rest.split(' ').next().filter(|e| is_enhanced(e, code)) {
+                if i == 0 {
+                    status = Some(e.to_string());
+                }
+                rest = rest[e.len()..].trim_start();
+            }
+            lines.push(sanitize(rest.chars().filter(|c| !c.is_control()).collect()));
+        }
+        let status = status.map(Cow::Owned).unwrap_or(Cow::Borrowed(default_status));
+        Some(Reply { code, status, lines })
     }
 
     pub fn is_positive(&self) -> bool {
@@ -61,6 +91,14 @@ impl fmt::Display for Reply {
         }
         Ok(())
     }
+}
+
+/// `x.y.z` with the class of `code` (RFC 3463 §2).
+fn is_enhanced(e: &str, code: u16) -> bool {
+    let p: Vec<&str> = e.split('.').collect();
+    p.len() == 3
+        && p.iter().all(|x| !x.is_empty() && x.len() <= 3 && x.bytes().all(|b| b.is_ascii_digit()))
+        && p[0] == (code / 100).to_string()
 }
 
 /// Strip anything that could break the reply framing.
@@ -170,6 +208,10 @@ pub fn need_helo() -> Reply {
 }
 pub fn nested_mail() -> Reply {
     Reply::new(503, "5.5.1", "Error: nested MAIL command")
+}
+/// After a 554 greeting (RFC 5321 §3.1).
+pub fn no_service() -> Reply {
+    Reply::new(503, "5.5.1", "Error: no SMTP service here")
 }
 pub fn need_mail() -> Reply {
     Reply::new(503, "5.5.1", "Error: need MAIL command")
@@ -387,6 +429,22 @@ pub fn milter_reject() -> Reply {
 pub fn milter_tempfail() -> Reply {
     Reply::new(451, "4.7.1", "Message deferred by a content filter, try again later")
 }
+/// A milter's reject of a command (Postfix's words).
+pub fn milter_command_reject() -> Reply {
+    Reply::new(550, "5.7.1", "Command rejected")
+}
+/// A milter's tempfail of a command.
+pub fn milter_command_tempfail() -> Reply {
+    Reply::new(451, "4.7.1", "Service unavailable - try again later")
+}
+/// A milter that failed, with `on_failure = "reject"`.
+pub fn filter_failed_reject() -> Reply {
+    Reply::new(550, "5.5.0", "Service unavailable")
+}
+/// A milter asked to end the session (`SMFIR_SHUTDOWN`).
+pub fn milter_shutdown(hostname: &str) -> Reply {
+    Reply::new(421, "4.7.0", format!("{hostname} Server closing connection"))
+}
 /// A content filter (spamd, a milter) could not be asked.
 pub fn filter_unavailable() -> Reply {
     Reply::new(451, "4.7.1", "Content filter unavailable, try again later")
@@ -395,6 +453,22 @@ pub fn filter_unavailable() -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_replies_from_filters() {
+        let r = Reply::custom("550 5.7.0 no thanks", "5.7.1").unwrap();
+        assert_eq!(r.to_string(), "550 5.7.0 no thanks\r\n");
+        let r = Reply::custom("451 try later", "4.7.1").unwrap();
+        assert_eq!(r.to_string(), "451 4.7.1 try later\r\n");
+        let r = Reply::custom("550-5.7.1 first\r\n550 5.7.1 second", "5.7.1").unwrap();
+        assert_eq!(r.to_string(), "550-5.7.1 first\r\n550 5.7.1 second\r\n");
+        assert!(Reply::custom("250 fine", "5.7.1").is_none(), "not a refusal");
+        assert!(Reply::custom("550 a\r\n451 b", "5.7.1").is_none(), "codes must agree");
+        assert!(Reply::custom("junk", "5.7.1").is_none());
+        let r = Reply::custom("550 4.7.1 wrong class", "5.7.1").unwrap();
+        assert_eq!(r.status, "5.7.1");
+        assert_eq!(Reply::custom("550 5.7.1 a\x00b\x07c", "5.7.1").unwrap().to_string(), "550 5.7.1 abc\r\n", "control characters are dropped");
+    }
 
     #[test]
     fn multi_line_uses_dash_continuation() {

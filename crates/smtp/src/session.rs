@@ -104,6 +104,9 @@ pub enum Event {
     /// The session itself refused something (for logs and metrics): the stage
     /// (`mail`, `rcpt`, `data`) and a stable reason token.
     Rejected { stage: &'static str, reason: &'static str },
+    /// A transaction in progress was abandoned (RSET, a new EHLO or HELO,
+    /// STARTTLS): content filters that saw it must forget it (milter ABORT).
+    Reset,
 }
 
 #[derive(Debug)]
@@ -131,6 +134,9 @@ pub enum Ask {
     },
     /// STARTTLS: may this client start a TLS session now (TLS rate limits)?
     StartTls,
+    /// DATA, or the first BDAT of a transaction: may the content follow? A
+    /// refusal ends the transaction (a BDAT chunk is still read, RFC 3030 §4.2).
+    Data,
     /// A complete message: store it durably and answer `Queued(id)` (RFC 5321 §4.1.1.4:
     /// the 250 means we took responsibility).
     Message(Envelope),
@@ -204,6 +210,8 @@ enum Pending {
     Auth { username: String },
     Mail { from: Path, params: MailParams },
     Rcpt { to: Mailbox },
+    /// DATA (`None`) or the first BDAT chunk's size and LAST flag.
+    Data { bdat: Option<(u64, bool)> },
     Message,
 }
 
@@ -231,6 +239,8 @@ pub struct Session {
     block_base: u64,
     /// Content octets of the current BDAT transaction so far.
     bdat_consumed: u64,
+    /// Greeted with 554: every command but QUIT gets 503 (RFC 5321 §3.1).
+    refused: bool,
 }
 
 impl Session {
@@ -255,9 +265,21 @@ impl Session {
             block_since: now,
             block_base: 0,
             bdat_consumed: 0,
+            refused: false,
             cfg,
         };
         s.events.push_back(Event::Reply(reply::greeting(&s.cfg.hostname)));
+        s
+    }
+
+    /// A session refused at connect (a milter's reject): greeted with
+    /// `greeting` (a 554), it then answers every command but QUIT with 503
+    /// (RFC 5321 §3.1) until the client leaves or the error limit ends it.
+    pub fn refused(cfg: SessionConfig, greeting: Reply, now: Instant) -> Session {
+        let mut s = Session::new(cfg, now);
+        s.events.clear();
+        s.events.push_back(Event::Reply(greeting));
+        s.refused = true;
         s
     }
 
@@ -362,9 +384,22 @@ impl Session {
                     Answer::Close(_) => unreachable!(),
                 }
             }
+            (Pending::Data { bdat }, Answer::Reject(r)) => {
+                self.reset_tx();
+                match bdat {
+                    None => self.reply(r),
+                    Some((size, last)) => self.state = State::Bdat { remaining: size, last, keep: false, reply: Some(r) },
+                }
+            }
             (_, Answer::Reject(r)) => self.reply(r),
+            (Pending::Data { bdat: None }, _) => {
+                self.events.push_back(Event::Reply(reply::start_data()));
+                self.content_starts();
+                self.state = State::Data(Box::new(DataDecoder::new(self.cfg.max_message_size, self.cfg.max_line)));
+            }
+            (Pending::Data { bdat: Some((size, last)) }, _) => self.bdat_accepted(size, last),
             (Pending::Helo { arg, esmtp }, _) => {
-                self.tx = None;
+                self.reset_tx();
                 let r = if esmtp {
                     reply::ehlo(&self.cfg.hostname, &self.cfg.client_literal, &self.extensions())
                 } else {
@@ -407,7 +442,7 @@ impl Session {
             self.input.clear();
             self.pos = 0;
             self.helo = None;
-            self.tx = None;
+            self.reset_tx();
             self.auth = None;
             self.tls = true;
             self.state = State::Command;
@@ -630,6 +665,17 @@ impl Session {
                 return;
             }
         };
+        if self.refused {
+            match cmd {
+                Command::Quit => {
+                    let r = reply::closing(&self.cfg.hostname);
+                    self.reply(r);
+                    self.close();
+                }
+                _ => self.reply(reply::no_service()),
+            }
+            return;
+        }
         match cmd {
             Command::Ehlo(arg) => self.ask(Pending::Helo { arg: arg.clone(), esmtp: true }, Ask::Helo { arg, esmtp: true }),
             Command::Helo(arg) => self.ask(Pending::Helo { arg: arg.clone(), esmtp: false }, Ask::Helo { arg, esmtp: false }),
@@ -667,15 +713,11 @@ impl Session {
                 None => self.reply(reply::need_mail()),
                 Some(tx) if tx.chunks.is_some() => self.reply(reply::bdat_data_mix()),
                 Some(tx) if tx.rcpts.is_empty() => self.reply(reply::no_valid_recipients()),
-                Some(_) => {
-                    self.events.push_back(Event::Reply(reply::start_data()));
-                    self.content_starts();
-                    self.state = State::Data(Box::new(DataDecoder::new(self.cfg.max_message_size, self.cfg.max_line)));
-                }
+                Some(_) => self.ask(Pending::Data { bdat: None }, Ask::Data),
             },
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
-                self.tx = None;
+                self.reset_tx();
                 self.reply(reply::reset_ok());
             }
             Command::Noop => self.reply(reply::ok()),
@@ -814,6 +856,13 @@ impl Session {
         self.ask(Pending::Auth { username: username.to_string() }, ask);
     }
 
+    /// Abandon the transaction in progress, if there is one.
+    fn reset_tx(&mut self) {
+        if self.tx.take().is_some() {
+            self.events.push_back(Event::Reset);
+        }
+    }
+
     /// The deadlines of message content start now.
     fn content_starts(&mut self) {
         self.data_since = self.now;
@@ -823,7 +872,6 @@ impl Session {
     }
 
     fn bdat(&mut self, size: u64, last: bool) {
-        let max = self.cfg.max_message_size as u64;
         let early = match self.tx.as_ref() {
             None if self.helo.is_none() => Some(reply::need_helo()),
             None => Some(reply::need_mail()),
@@ -836,12 +884,23 @@ impl Session {
             return;
         }
         if self.tx.as_ref().is_some_and(|t| t.chunks.is_none()) {
-            self.content_starts();
-        } else {
-            // Between chunks the command line is timed; the block goes on.
-            self.block_since = self.block_since.max(self.line_since);
+            self.ask(Pending::Data { bdat: Some((size, last)) }, Ask::Data);
+            return;
         }
-        let tx = self.tx.as_mut().expect("checked above");
+        // Between chunks the command line is timed; the block goes on.
+        self.block_since = self.block_since.max(self.line_since);
+        self.bdat_chunk(size, last);
+    }
+
+    /// The first chunk of a transaction may follow.
+    fn bdat_accepted(&mut self, size: u64, last: bool) {
+        self.content_starts();
+        self.bdat_chunk(size, last);
+    }
+
+    fn bdat_chunk(&mut self, size: u64, last: bool) {
+        let max = self.cfg.max_message_size as u64;
+        let Some(tx) = self.tx.as_mut() else { return };
         let have = tx.chunks.get_or_insert_with(Vec::new).len() as u64;
         let keep = tx.chunk_error.is_none() && have.saturating_add(size) <= max;
         if !keep {

@@ -6,8 +6,9 @@
 //! CRLF appended unless it ends in `\c` (then exactly as written). `C+` lines are
 //! sent in the same write as the line before (pipelining). The harness answers
 //! every question as a permissive policy would, except that recipients in the
-//! domain `refuse.test` get 550 5.1.1 and the `Message` question answers
-//! `Queued(QID<n>)`. Lines `S: ~ prefix` match a reply line by prefix.
+//! domain `refuse.test` get 550 5.1.1, DATA (or the first BDAT) of a sender
+//! in `refuse-data.test` gets 554 5.7.1 (as a milter refusing at DATA), and
+//! the `Message` question answers `Queued(QID<n>)`. Lines `S: ~ prefix` match a reply line by prefix.
 
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,7 @@ struct Harness {
     tls_pending: bool,
     out: Vec<String>,
     messages: Vec<Vec<u8>>,
+    refuse_data: bool,
 }
 
 impl Harness {
@@ -72,7 +74,7 @@ impl Harness {
             match ev {
                 Event::Reply(r) => self.push(r),
                 Event::Close => self.closed = true,
-                Event::Rejected { .. } => {}
+                Event::Rejected { .. } | Event::Reset => {}
                 Event::StartTls => self.tls_pending = true,
                 Event::Ask(ask) => {
                     let a = match ask {
@@ -83,6 +85,13 @@ impl Harness {
                             } else {
                                 Answer::Reject(mx6_smtp::reply::auth_invalid())
                             }
+                        }
+                        Ask::Mail { from, .. } => {
+                            self.refuse_data = from.mailbox.is_some_and(|m| m.domain.to_string() == "refuse-data.test");
+                            Answer::Accept
+                        }
+                        Ask::Data if self.refuse_data => {
+                            Answer::Reject(mx6_smtp::reply::Reply::new(554, "5.7.1", "Error: content refused at DATA"))
                         }
                         Ask::Message(env) => {
                             self.queued += 1;
@@ -111,7 +120,7 @@ fn run_script(name: &str, text: &str) {
         cfg.auth = true;
         cfg.require_auth = true;
     }
-    let mut h = Harness { s: Session::new(cfg, now), queued: 0, closed: false, tls_pending: false, out: vec![], messages: vec![] };
+    let mut h = Harness { s: Session::new(cfg, now), queued: 0, closed: false, tls_pending: false, out: vec![], messages: vec![], refuse_data: false };
     h.drain();
     let mut expected: Vec<(usize, String)> = Vec::new();
     let mut pending_write: Vec<u8> = Vec::new();

@@ -44,6 +44,7 @@ fn drive(s: &mut Session, out: &mut Vec<String>, asks: &mut Vec<String>) {
             }
             Event::Rejected { stage, reason } => out.push(format!("rejected {stage} {reason}")),
             Event::Close => out.push("CLOSE".into()),
+            Event::Reset => out.push("RESET".into()),
             Event::StartTls => {}
         }
     }
@@ -185,4 +186,24 @@ fn a_login_name_with_a_nul_is_refused_without_a_check() {
     t.send(0.0, b"EHLO x\r\nAUTH LOGIN AUoA\r\nAUoA\r\n");
     assert!(t.out.last().unwrap().starts_with("535 5.7.8"), "{:?}", t.out);
     assert!(t.asks.iter().all(|a| !a.contains("Auth")));
+}
+
+#[test]
+fn a_session_refused_at_connect_answers_503_until_quit() {
+    let t0 = Instant::now();
+    let greeting = mx6_smtp::reply::Reply::custom("554 5.7.1 go away", "5.7.1").unwrap();
+    let mut t = T { s: Session::refused(cfg(1000), greeting, t0), t0, out: Vec::new(), asks: Vec::new() };
+    t.pump();
+    t.send(1.0, b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nQUIT\r\n");
+    assert_eq!(
+        t.out,
+        [
+            "554 5.7.1 go away\r\n",
+            "503 5.5.1 Error: no SMTP service here\r\n",
+            "503 5.5.1 Error: no SMTP service here\r\n",
+            "221 2.0.0 mx.test closing connection\r\n",
+            "CLOSE"
+        ]
+    );
+    assert!(t.asks.is_empty(), "nothing is asked of a refused session: {:?}", t.asks);
 }

@@ -34,7 +34,7 @@ fn drive(s: &mut Session, replies: &mut Vec<String>) {
             Event::Reply(r) => replies.push(r.to_string()),
             Event::Ask(_) => s.answer(Answer::Queued("Q".into())),
             Event::StartTls => s.tls_established(),
-            Event::Close | Event::Rejected { .. } => {}
+            Event::Close | Event::Rejected { .. } | Event::Reset => {}
         }
     }
 }

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
                     s.answer(a);
                 }
                 Event::StartTls => s.tls_established(),
-                Event::Rejected { .. } => {}
+                Event::Rejected { .. } | Event::Reset => {}
                 Event::Close => return,
             }
         }

@@ -1,7 +1,9 @@
 //! Content filters end to end: a real `spamd` (Debian's spamassassin, the
-//! shipped rules plus deploy/spamassassin/mx6.cf), a real `opendkim` in
-//! signing mode, and a scripted libmilter milter (pymilter) that rejects,
-//! tempfails, discards, quarantines and changes headers, recipients and body.
+//! shipped rules plus deploy/spamassassin/mx6.cf), a real `opendkim` signing
+//! (simple and relaxed) and verifying, and scripted libmilter milters
+//! (pymilter) that refuse at every stage, tempfail, discard, quarantine,
+//! change headers by index, recipients, sender and body, stall, die, or
+//! change nothing at all.
 
 mod common;
 
@@ -150,10 +152,15 @@ fn spamd_verdicts_headers_and_failure_modes() {
 }
 
 fn scripted_milter(port: u16) -> Daemon {
+    milter_fixture(port, "scripted")
+}
+
+fn milter_fixture(port: u16, mode: &str) -> Daemon {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scripted_milter.py");
     let child = Command::new("/usr/bin/python3")
         .arg(script)
         .arg(port.to_string())
+        .arg(mode)
         .stdout(Stdio::null())
         .spawn()
         .expect("python3-milter (Debian; scripts/test.sh installs it)");
@@ -188,7 +195,7 @@ fn scripted_milter_actions() {
     c.cmd("MAIL FROM:<sender@nospf.example.com>");
     assert!(c.cmd("RCPT TO:<u@mx.test>").starts_with("250"));
     c.cmd("DATA");
-    let r = c.cmd("From: <sender@nospf.example.com>\r\nSubject: change\r\nX-Remove-Me: yes\r\n\r\noriginal body\r\n.");
+    let r = c.cmd("From: <sender@nospf.example.com>\r\nSubject: change\r\nX-Twice: first\r\nX-Remove-Me: yes\r\nX-Twice: second\r\n\r\noriginal body\r\n.");
     assert!(r.starts_with("250 "), "{r}");
     let extra = s.mail_texts("extra", "mx.test", 1);
     assert_eq!(extra.len(), 1, "added recipient got it");
@@ -200,7 +207,16 @@ fn scripted_milter_actions() {
             && !e.contains("original body"),
         "{e}"
     );
-    assert!(e.contains("\r\nX-Inserted: at the top\r\n") || e.starts_with("X-Inserted: at the top\r\n"), "{e}");
+    // Return-Path, then the field inserted at index 0 above our Received.
+    assert!(e.starts_with("Return-Path: <bounce@nospf.example.com>\r\n"), "the sender was changed: {e}");
+    let fields: Vec<&str> = e.split("\r\n\r\n").next().unwrap().split("\r\n").filter(|l| !l.starts_with([' ', '\t'])).collect();
+    // Delivery adds Return-Path and Delivered-To above what the milter saw.
+    let top = fields.iter().position(|f| *f == "X-Inserted: at the top").unwrap_or_else(|| panic!("{e}"));
+    assert!(fields[..top].iter().all(|f| f.starts_with("Return-Path:") || f.starts_with("Delivered-To:")), "{e}");
+    assert!(fields[top + 1].starts_with("Received: "), "{e}");
+    assert_eq!(fields[top + 2], "X-At-Two: inserted", "{e}");
+    let twice: Vec<&&str> = fields.iter().filter(|f| f.starts_with("X-Twice:")).collect();
+    assert_eq!(twice, [&"X-Twice: first", &"X-Twice: second changed"], "only the 2nd X-Twice changed: {e}");
     assert_eq!(s.wait_mail("u", "mx.test", 2).len(), 1, "removed recipient did not get it");
 
     // Quarantine: accepted and held.
@@ -214,10 +230,12 @@ fn scripted_milter_actions() {
     assert_eq!(s.metric("mx6_rejections_total{family=\"ipv6\",reason=\"milter_reject\",stage=\"data\"}"), 1.0);
 }
 
+/// A milter that cannot be reached fails at connect: `tempfail` is a 421,
+/// `reject` a 554 greeting, `accept` goes on without it.
 #[test]
 fn milter_failure_modes() {
     let dead = free_port();
-    for (mode, want) in [("tempfail", "451 4.7.1 Content filter unavailable"), ("reject", "550 5.7.1 "), ("accept", "250 ")] {
+    for (mode, want) in [("tempfail", "421 4.7.1 Content filter unavailable"), ("reject", "554 5.5.0 Service unavailable"), ("accept", "250 ")] {
         let s = Server::start(
             &format!("milter-{mode}"),
             &format!("[[milter]]\naddress = \"inet:127.0.0.1:{dead}\"\ntimeout = \"2s\"\non_failure = \"{mode}\"\n{RELAXED}"),
@@ -226,6 +244,134 @@ fn milter_failure_modes() {
         assert!(r.starts_with(want), "{mode}: {r}");
         assert!(s.log_has("milter failed"));
     }
+}
+
+#[test]
+fn milters_refuse_where_they_put_it() {
+    let port = free_port();
+    let _milter = scripted_milter(port);
+    let s = Server::start("milter-stages", &format!("[[milter]]\naddress = \"inet:127.0.0.1:{port}\"\ntimeout = \"10s\"\n{RELAXED}"));
+    // A refusal at connect refuses the session: a 554 greeting, then 503 to
+    // everything but QUIT (RFC 5321 §3.1).
+    let mut c = Raw::proxied(s.proxy_port, "2001:db8:3f::1");
+    assert_eq!(c.reply(), "554 5.7.1 scripted connect refusal\r\n");
+    assert_eq!(c.cmd("EHLO client.example"), "503 5.5.1 Error: no SMTP service here\r\n");
+    assert!(c.cmd("QUIT").starts_with("221 "));
+    // A tempfail at connect: 421 and the connection closed.
+    let mut c = Raw::proxied(s.proxy_port, "2001:db8:3f::2");
+    let g = c.reply();
+    assert!(g.starts_with("421 4.7.1 "), "{g}");
+    assert!(c.closed());
+
+    let mut c = Raw::proxied(s.proxy_port, "2001:db8:3f::3");
+    assert!(c.reply().starts_with("220 "));
+    c.cmd("EHLO client.example");
+    // MAIL tempfailed with the milter's own words; the session goes on.
+    assert_eq!(c.cmd("MAIL FROM:<tempfail-mail@nospf.example.com>"), "451 4.7.1 scripted mail tempfail\r\n");
+    assert!(c.cmd("MAIL FROM:<sender@nospf.example.com> SIZE=100").starts_with("250 "));
+    // A refusal at RCPT refuses that recipient only, multi-line as the milter wrote it.
+    assert_eq!(c.cmd("RCPT TO:<refused@mx.test>"), "550-5.7.1 scripted recipient refusal\r\n550 5.7.1 second line\r\n");
+    assert!(c.cmd("RCPT TO:<u@mx.test>").starts_with("250 "));
+    // RSET: the milter hears ABORT.
+    assert!(c.cmd("RSET").starts_with("250 "));
+    // A refusal at DATA comes before the 354.
+    assert!(c.cmd("MAIL FROM:<reject-data@nospf.example.com>").starts_with("250 "));
+    assert!(c.cmd("RCPT TO:<u@mx.test>").starts_with("250 "));
+    assert_eq!(c.cmd("DATA"), "550 5.7.1 Command rejected\r\n");
+    // And a message, from the same session.
+    assert!(c.cmd("MAIL FROM:<sender@nospf.example.com> SIZE=100").starts_with("250 "));
+    assert!(c.cmd("RCPT TO:<refused@mx.test>").starts_with("550-"));
+    assert!(c.cmd("RCPT TO:<u@mx.test>").starts_with("250 "));
+    assert!(c.cmd("DATA").starts_with("354 "));
+    assert!(c.cmd("From: <sender@nospf.example.com>\r\nSubject: plain\r\n\r\nhello\r\n.").starts_with("250 "));
+    let m = s.mail_texts("u", "mx.test", 1);
+    let x = m[0].lines().find(|l| l.starts_with("X-Scripted:")).unwrap_or_default().to_string();
+    for want in [
+        "family=inet6",
+        "hostaddr=2001:db8:3f::3",
+        "daemon_name=smtp",
+        "daemon_addr=::1",
+        "helo=client.example",
+        "mail_args=SIZE=100",
+        "rcpt_addr=u@mx.test",
+        "rcpts=<u@mx.test>",
+    ] {
+        assert!(x.contains(want), "{want} in {x}");
+    }
+    // ABORT went after the tempfailed MAIL, at RSET and after the refused
+    // DATA; libmilter calls xxfi_abort only for a transaction still open on
+    // its side (the RSET one).
+    assert!(x.contains("aborts=1"), "{x}");
+    for (stage, reason, n) in [("connect", "milter_reject", 1.0), ("connect", "milter_tempfail", 1.0), ("mail", "milter_tempfail", 1.0), ("rcpt", "milter_reject", 2.0), ("data", "milter_reject", 1.0)] {
+        assert_eq!(s.metric(&format!("mx6_rejections_total{{family=\"ipv6\",reason=\"{reason}\",stage=\"{stage}\"}}")), n, "{stage} {reason}");
+    }
+}
+
+/// A milter that stalls past its timeout, or dies in the middle of a
+/// session, gets its `on_failure` at that stage, and the session is not held.
+#[test]
+fn a_milter_that_stalls_or_dies_does_not_stall_the_session() {
+    let port = free_port();
+    let _milter = scripted_milter(port);
+    let s = Server::start(
+        "milter-stall",
+        &format!("[[milter]]\naddress = \"inet:127.0.0.1:{port}\"\ntimeout = \"2s\"\non_failure = \"tempfail\"\n{RELAXED}"),
+    );
+    let mut c = Raw::proxied(s.proxy_port, "2001:db8:3e::1");
+    assert!(c.reply().starts_with("220 "));
+    c.cmd("EHLO client.example");
+    let t = Instant::now();
+    assert_eq!(c.cmd("MAIL FROM:<stall@nospf.example.com>"), "451 4.7.1 Content filter unavailable, try again later\r\n");
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // The milter is out of step for the rest of the session: tempfail, at once.
+    assert!(c.cmd("MAIL FROM:<sender@nospf.example.com>").starts_with("451 4.7.1 "));
+    assert!(c.cmd("QUIT").starts_with("221 "));
+    assert!(s.log_has("no answer within 2s"));
+
+    // on_failure = "accept": the milter dies at MAIL; the session carries on without it.
+    let t = Server::start(
+        "milter-dies",
+        &format!("[[milter]]\naddress = \"inet:127.0.0.1:{port}\"\ntimeout = \"10s\"\non_failure = \"accept\"\n{RELAXED}"),
+    );
+    let mut c = Raw::proxied(t.proxy_port, "2001:db8:3e::2");
+    assert!(c.reply().starts_with("220 "));
+    c.cmd("EHLO client.example");
+    let started = Instant::now();
+    assert!(c.cmd("MAIL FROM:<die@nospf.example.com>").starts_with("250 "));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(c.cmd("RCPT TO:<u@mx.test>").starts_with("250 "));
+    assert!(c.cmd("DATA").starts_with("354 "));
+    assert!(c.cmd("Subject: after the milter died\r\n\r\nx\r\n.").starts_with("250 "));
+    assert_eq!(t.mail_texts("u", "mx.test", 1).len(), 1);
+    assert!(t.log_has("milter closed the connection"));
+    assert_eq!(t.metric("mx6_content_filter_total{family=\"ipv6\",filter=\"milter\",verdict=\"failed\"}"), 1.0);
+}
+
+/// Milters that change nothing leave the message as it came, byte for byte:
+/// 8-bit header octets, a field without a space after the colon, odd
+/// spacing, folded fields, an empty field.
+#[test]
+fn a_message_passes_noop_milters_byte_for_byte() {
+    let (p1, p2) = (free_port(), free_port());
+    let _a = milter_fixture(p1, "noop");
+    let _b = milter_fixture(p2, "noop-lead");
+    let s = Server::start(
+        "milter-noop",
+        &format!("[[milter]]\naddress = \"inet:127.0.0.1:{p1}\"\n[[milter]]\naddress = \"inet:127.0.0.1:{p2}\"\n{RELAXED}"),
+    );
+    let msg: &[u8] = b"From: <sender@nospf.example.com>\r\nTo: <u@mx.test>\r\nSubject:no space\r\nX-Odd:   three spaces   \r\nX-8bit: caf\xc3\xa9 \xff\xfe\r\nX-Folded: first\r\n\tsecond\r\n   third\r\nX-Empty:\r\n\r\nbody line\r\n\r\n  indented\r\n";
+    let mut c = Raw::proxied(s.proxy_port, "2001:db8:3d::1");
+    assert!(c.reply().starts_with("220 "));
+    c.cmd("EHLO client.example");
+    assert!(c.cmd("MAIL FROM:<sender@nospf.example.com> BODY=8BITMIME").starts_with("250 "));
+    assert!(c.cmd("RCPT TO:<u@mx.test>").starts_with("250 "));
+    assert!(c.cmd("DATA").starts_with("354 "));
+    c.send(msg);
+    let r = c.cmd(".");
+    assert!(r.starts_with("250 "), "{r}");
+    let got = std::fs::read(&s.wait_mail("u", "mx.test", 1)[0]).unwrap();
+    assert!(got.ends_with(msg), "changed on the way:\n{}", String::from_utf8_lossy(&got));
+    assert_eq!(s.metric("mx6_content_filter_total{family=\"ipv6\",filter=\"milter\",verdict=\"continue\"}"), 2.0);
 }
 
 /// A real milter from Debian: opendkim signs mail from mynetworks; dkimpy

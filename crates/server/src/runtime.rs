@@ -102,7 +102,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         let services = services.clone();
         let handler = move |a: Accepted| {
             let services = services.clone();
-            async move { crate::session::driver::run(a.conn, a.client, &a.listener, services).await }
+            async move { crate::session::driver::run(a.conn, a.client, a.local, &a.listener, services).await }
         };
         tasks.push(tokio::spawn(listener::serve(sock, l, gate.clone(), handler)));
     }

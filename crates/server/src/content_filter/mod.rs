@@ -1,7 +1,8 @@
-//! Content filters at end of data: milters and SpamAssassin's spamd.
+//! Content filters: milters (at every stage of the session) and SpamAssassin's
+//! spamd (at end of data).
 //!
 //! - [`chain`]: the filters in order and what their verdicts do;
-//! - [`milter`]: one milter conversation (Sendmail milter protocol v6);
+//! - [`milter`]: the session's milters at every stage (Sendmail milter protocol v6);
 //! - [`spamd`]: one spamd scan (SPAMC/1.5);
 //! - [`reroute`]: routing the recipients a milter added;
 //! - [`message`]: the origin, envelope and verdict they share;

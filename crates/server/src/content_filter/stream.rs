@@ -3,8 +3,8 @@
 use mx6_config::FilterAddress;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
 pub async fn open(addr: &FilterAddress) -> std::io::Result<Box<dyn Stream>> {
     Ok(match addr {

@@ -55,6 +55,8 @@ pub struct Gate {
 pub struct Accepted {
     pub conn: Conn<TcpStream>,
     pub client: SocketAddr,
+    /// Our end of the connection.
+    pub local: SocketAddr,
     pub listener: ListenerConfig,
 }
 
@@ -129,6 +131,7 @@ where
         let _ = stream.write_all(&reply::too_many_sessions(&gate.hostname).to_bytes()).await;
         return;
     };
+    let local = stream.local_addr().unwrap_or(cfg.address);
     let conn = if cfg.kind == ListenerKind::Submissions {
         let Some(tls) = gate.tls.clone() else { return };
         match tokio::time::timeout(Duration::from_secs(60), tokio_rustls::TlsAcceptor::from(tls).accept(stream)).await {
@@ -144,7 +147,7 @@ where
     };
     let active = gate.metrics.sessions_active.with_label_values(&[family, &listener]);
     active.inc();
-    handler(Accepted { conn, client: SocketAddr::new(ip, client.port()), listener: cfg }).await;
+    handler(Accepted { conn, client: SocketAddr::new(ip, client.port()), local, listener: cfg }).await;
     active.dec();
     drop(permit);
 }

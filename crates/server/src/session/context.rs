@@ -56,6 +56,14 @@ pub struct Ctx {
     pub greylist: &'static str,
     /// Messages accepted in this session.
     pub messages: u32,
+    /// Our address on this connection (`{daemon_addr}`, `{if_addr}`).
+    pub local: std::net::SocketAddr,
+    /// The SASL mechanism the user authenticated with (`{auth_type}`).
+    pub auth_mechanism: Option<&'static str>,
+    /// The transaction's queue id, given at MAIL when milters need it (`i`).
+    pub queue_id: Option<String>,
+    /// The session's `[[milter]]`s (`None` when none are configured).
+    pub milters: Option<crate::content_filter::milter::Milters>,
 }
 
 impl Ctx {

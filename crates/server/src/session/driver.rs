@@ -33,7 +33,13 @@ const MIN_BUF: usize = 1024;
 const MAX_BUF: usize = 64 * 1024;
 
 /// Run one SMTP session until it ends.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(conn: Conn<S>, client: SocketAddr, listener: &ListenerConfig, s: Arc<Services>) {
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: Conn<S>,
+    client: SocketAddr,
+    local: SocketAddr,
+    listener: &ListenerConfig,
+    s: Arc<Services>,
+) {
     let ip = mx6_smtp::address::canonical_ip(client.ip());
     let submission = listener.kind != ListenerKind::Smtp;
     let mynetworks = mx6_policy::prefix::contains_any(&s.routing.mynetworks, ip);
@@ -59,6 +65,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(conn: Conn<S>, client: Socke
         rep_scores: Vec::new(),
         greylist: "off",
         messages: 0,
+        local,
+        auth_mechanism: None,
+        queue_id: None,
+        milters: None,
     };
     slog!(info, ctx, listener = %ctx.listener, kind = listener.kind.as_str(), "connect");
     let mut conn = conn;
@@ -89,11 +99,22 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(conn: Conn<S>, client: Socke
         },
         postmaster_domain: s.routing.local_domains.first().cloned().unwrap_or_else(|| s.hostname.clone()),
     };
-    let mut session = Session::new(scfg, Instant::now());
+    let mut session = match crate::session::milters::connect(&mut ctx, &s, listener.kind.as_str()).await {
+        None => Session::new(scfg, Instant::now()),
+        // A milter refused the session: a 554 greeting, then 503 to all but QUIT.
+        Some(r) if r.code == 554 => Session::refused(scfg, r, Instant::now()),
+        Some(r) => {
+            let _ = conn.write_all(&r.to_bytes()).await;
+            conn.shutdown().await;
+            slog!(info, ctx, messages = 0, "disconnect: refused at connect by a milter");
+            return;
+        }
+    };
     if !early.is_empty() {
         session.receive(&early, Instant::now());
     }
     let end = drive(&mut ctx, &s, &mut session, &mut conn).await;
+    crate::session::milters::quit(&mut ctx).await;
     slog!(info, ctx, messages = ctx.messages, "disconnect: {end}");
 }
 
@@ -112,7 +133,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             match ev {
                 Event::Reply(r) => {
                     if r.code >= 400 {
-                        slog!(info, ctx, code = r.code, status = r.status, "reply: {}", r.text());
+                        slog!(info, ctx, code = r.code, status = %r.status, "reply: {}", r.text());
                     }
                     out.extend_from_slice(&r.to_bytes());
                 }
@@ -144,6 +165,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 Event::Rejected { stage, reason } => ctx.rejected(s, stage, reason, format_args!("protocol limit")),
+                Event::Reset => crate::session::milters::reset(ctx).await,
                 Event::Close => {
                     let _ = conn.write_all(&out).await;
                     conn.shutdown().await;
@@ -199,11 +221,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
 async fn answer(ctx: &mut Ctx, s: &Arc<Services>, ask: Ask) -> Answer {
     use crate::session::{auth, end_of_data, stages};
     match ask {
-        Ask::Helo { arg, .. } => stages::helo(ctx, arg),
+        Ask::Helo { arg, .. } => stages::helo(ctx, s, arg).await,
         Ask::Auth { mechanism, username, password, .. } => auth::authenticate(ctx, s, mechanism, username, password).await,
         Ask::StartTls => stages::starttls(ctx, s).await,
         Ask::Mail { from, params, auth } => stages::mail(ctx, s, from, &params, auth).await,
         Ask::Rcpt { to, from } => stages::rcpt(ctx, s, to, from).await,
+        Ask::Data => crate::session::milters::data(ctx, s).await,
         Ask::Message(env) => end_of_data::message(ctx, s, env).await,
     }
 }

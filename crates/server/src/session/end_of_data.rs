@@ -85,7 +85,8 @@ async fn check(ctx: &mut Ctx, s: &Services, env: &Envelope) -> Result<Checked, A
 }
 
 async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> Answer {
-    let id = mx6_queue::id::next();
+    // Milters heard the id at MAIL (macro `i`).
+    let id = ctx.queue_id.take().unwrap_or_else(mx6_queue::id::next);
     if env.rcpts.len() != ctx.routes.len() {
         slog!(error, ctx, "recipient routes out of step with the transaction");
         return Answer::Reject(reply::storage_failure());
@@ -96,6 +97,7 @@ async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> 
         Message { from, rcpts: env.rcpts.iter().map(|m| m.to_string()).collect(), data, junk: checked.junk.is_some(), hold: None };
     let mut routes: Vec<Route> = ctx.routes.clone();
     if s.filters.active() {
+        let mut milters = ctx.milters.take();
         let origin = Origin {
             queue_id: &id,
             hostname: &s.hostname,
@@ -107,14 +109,16 @@ async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> 
             tls: ctx.tls.as_deref(),
         };
         let before = msg.rcpts.clone();
-        match s.filters.run(&origin, msg, &s.metrics).await {
+        let verdict = s.filters.run(&origin, milters.as_mut(), msg, &s.metrics).await;
+        ctx.milters = milters;
+        match verdict {
             FilterVerdict::Deliver(m) => msg = m,
             FilterVerdict::Refuse { reply, reason, by } => {
                 ctx.rejected(s, "data", reason, format_args!("{} by {by} queue_id={id}", reply.text()));
                 if reason == "spam" || reason == "milter_reject" {
                     ctx.record(s, RepEvent::Refused).await;
                 }
-                return Answer::Reject(reply);
+                return if reply.code == 421 { Answer::Close(reply) } else { Answer::Reject(reply) };
             }
             FilterVerdict::Discard { by } => {
                 slog!(info, ctx, queue_id = %id, "discarded by {by}: accepted and dropped");

@@ -6,6 +6,7 @@
 //! - [`stages`]: HELO, STARTTLS, MAIL, RCPT;
 //! - [`auth`], [`passwords`]: SMTP AUTH credentials, checked on a bounded pool;
 //! - [`end_of_data`]: the message checks, filters and the spool append;
+//! - [`milters`]: the `[[milter]]`s at each stage, and what their refusals do;
 //! - [`assemble`]: our trace headers and DKIM signing;
 //! - [`context`]: the session's facts and how it logs and refuses;
 //! - [`services`]: what every session shares.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod context;
 pub mod driver;
 pub mod end_of_data;
+pub mod milters;
 pub mod passwords;
 pub mod pregreet;
 pub mod services;

@@ -1,7 +1,9 @@
-//! The SMTP stages before the message: HELO/EHLO (recorded, never refused,
-//! RFC 5321 §4.1.4), STARTTLS (TLS session rate), MAIL (sender ownership for
-//! authenticated users, the message rate, reverse DNS, DNSBL and SPF), RCPT
-//! (routing and relay control, the recipient rate, greylisting).
+//! The SMTP stages before the message: HELO/EHLO (recorded, never refused by
+//! mx6 itself, RFC 5321 §4.1.4), STARTTLS (TLS session rate), MAIL (sender
+//! ownership for authenticated users, the message rate, reverse DNS, DNSBL
+//! and SPF), RCPT (routing and relay control, the recipient rate,
+//! greylisting). What mx6 accepts then goes to the milters
+//! ([`crate::session::milters`]), which may still refuse it.
 
 use mx6_policy::greylist;
 use mx6_policy::inbound::{AuthResult, Verdict};
@@ -16,13 +18,19 @@ use crate::checks::greylisting::{Greylisting, Presented};
 use crate::checks::inbound;
 use crate::checks::rate_limits::Stop;
 use crate::session::context::{slog, Ctx};
+use crate::session::milters;
 use crate::session::services::Services;
 
-pub fn helo(ctx: &mut Ctx, arg: HeloArg) -> Answer {
+pub async fn helo(ctx: &mut Ctx, s: &Services, arg: HeloArg) -> Answer {
     if let Some(Domain::Literal(lit)) = &arg.domain {
         if mx6_policy::prefix::canonical(*lit) != ctx.client {
             slog!(info, ctx, helo = %arg.raw, "HELO address literal is not the client address");
         }
+    }
+    // A transaction in progress ends before the milters hear the new HELO.
+    milters::reset(ctx).await;
+    if let Some(a) = milters::helo(ctx, s, &arg.raw).await {
+        return a;
     }
     ctx.helo = arg.raw;
     Answer::Accept
@@ -62,7 +70,16 @@ fn room(ctx: &Ctx, s: &Services, size: Option<u64>) -> Option<reply::Reply> {
 }
 
 pub async fn mail(ctx: &mut Ctx, s: &Services, from: Path, params: &MailParams, auth: Option<String>) -> Answer {
+    let a = mail_checks(ctx, s, &from, params, auth).await;
+    if !matches!(a, Answer::Accept) {
+        return a;
+    }
+    milters::mail(ctx, s, &from, params).await.unwrap_or(Answer::Accept)
+}
+
+async fn mail_checks(ctx: &mut Ctx, s: &Services, from: &Path, params: &MailParams, auth: Option<String>) -> Answer {
     ctx.routes.clear();
+    ctx.queue_id = None;
     if let Some(r) = room(ctx, s, params.size) {
         return Answer::Reject(r);
     }
@@ -105,6 +122,9 @@ pub async fn rcpt(ctx: &mut Ctx, s: &Services, to: Mailbox, from: Path) -> Answe
             }
             if let Some(r) = greylist_rcpt(ctx, s, &to.to_string(), &from).await {
                 return Answer::Reject(r);
+            }
+            if let Some(a) = milters::rcpt(ctx, s, &to, &route).await {
+                return a;
             }
             ctx.routes.push(route);
             Answer::Accept

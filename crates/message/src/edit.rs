@@ -100,7 +100,13 @@ impl<'a> HeaderEdit<'a> {
     /// `field`, or delete it when `field` is `None`. Changing a field that
     /// does not exist adds it. Returns whether a field was found.
     pub fn change(&mut self, name: &[u8], nth: usize, field: Option<Vec<u8>>) -> bool {
-        let pos = self.items.iter().enumerate().filter(|(_, i)| name_of(self.raw(i)).eq_ignore_ascii_case(name)).nth(nth.max(1) - 1).map(|(p, _)| p);
+        let pos = self
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| name_of(self.raw(i)).eq_ignore_ascii_case(name))
+            .nth(nth.max(1) - 1)
+            .map(|(p, _)| p);
         match (pos, field) {
             (Some(p), Some(f)) => self.items[p] = Item::New(f),
             (Some(p), None) => {

@@ -235,7 +235,9 @@ fn scripted_milter_actions() {
 #[test]
 fn milter_failure_modes() {
     let dead = free_port();
-    for (mode, want) in [("tempfail", "421 4.7.1 Content filter unavailable"), ("reject", "554 5.5.0 Service unavailable"), ("accept", "250 ")] {
+    for (mode, want) in
+        [("tempfail", "421 4.7.1 Content filter unavailable"), ("reject", "554 5.5.0 Service unavailable"), ("accept", "250 ")]
+    {
         let s = Server::start(
             &format!("milter-{mode}"),
             &format!("[[milter]]\naddress = \"inet:127.0.0.1:{dead}\"\ntimeout = \"2s\"\non_failure = \"{mode}\"\n{RELAXED}"),
@@ -302,8 +304,18 @@ fn milters_refuse_where_they_put_it() {
     // DATA; libmilter calls xxfi_abort only for a transaction still open on
     // its side (the RSET one).
     assert!(x.contains("aborts=1"), "{x}");
-    for (stage, reason, n) in [("connect", "milter_reject", 1.0), ("connect", "milter_tempfail", 1.0), ("mail", "milter_tempfail", 1.0), ("rcpt", "milter_reject", 2.0), ("data", "milter_reject", 1.0)] {
-        assert_eq!(s.metric(&format!("mx6_rejections_total{{family=\"ipv6\",reason=\"{reason}\",stage=\"{stage}\"}}")), n, "{stage} {reason}");
+    for (stage, reason, n) in [
+        ("connect", "milter_reject", 1.0),
+        ("connect", "milter_tempfail", 1.0),
+        ("mail", "milter_tempfail", 1.0),
+        ("rcpt", "milter_reject", 2.0),
+        ("data", "milter_reject", 1.0),
+    ] {
+        assert_eq!(
+            s.metric(&format!("mx6_rejections_total{{family=\"ipv6\",reason=\"{reason}\",stage=\"{stage}\"}}")),
+            n,
+            "{stage} {reason}"
+        );
     }
 }
 

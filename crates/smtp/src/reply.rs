@@ -467,7 +467,11 @@ mod tests {
         assert!(Reply::custom("junk", "5.7.1").is_none());
         let r = Reply::custom("550 4.7.1 wrong class", "5.7.1").unwrap();
         assert_eq!(r.status, "5.7.1");
-        assert_eq!(Reply::custom("550 5.7.1 a\x00b\x07c", "5.7.1").unwrap().to_string(), "550 5.7.1 abc\r\n", "control characters are dropped");
+        assert_eq!(
+            Reply::custom("550 5.7.1 a\x00b\x07c", "5.7.1").unwrap().to_string(),
+            "550 5.7.1 abc\r\n",
+            "control characters are dropped"
+        );
     }
 
     #[test]

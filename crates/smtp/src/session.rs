@@ -206,12 +206,24 @@ struct Transaction {
 #[derive(Debug)]
 enum Pending {
     StartTls,
-    Helo { arg: HeloArg, esmtp: bool },
-    Auth { username: String },
-    Mail { from: Path, params: MailParams },
-    Rcpt { to: Mailbox },
+    Helo {
+        arg: HeloArg,
+        esmtp: bool,
+    },
+    Auth {
+        username: String,
+    },
+    Mail {
+        from: Path,
+        params: MailParams,
+    },
+    Rcpt {
+        to: Mailbox,
+    },
     /// DATA (`None`) or the first BDAT chunk's size and LAST flag.
-    Data { bdat: Option<(u64, bool)> },
+    Data {
+        bdat: Option<(u64, bool)>,
+    },
     Message,
 }
 

@@ -120,7 +120,15 @@ fn run_script(name: &str, text: &str) {
         cfg.auth = true;
         cfg.require_auth = true;
     }
-    let mut h = Harness { s: Session::new(cfg, now), queued: 0, closed: false, tls_pending: false, out: vec![], messages: vec![], refuse_data: false };
+    let mut h = Harness {
+        s: Session::new(cfg, now),
+        queued: 0,
+        closed: false,
+        tls_pending: false,
+        out: vec![],
+        messages: vec![],
+        refuse_data: false,
+    };
     h.drain();
     let mut expected: Vec<(usize, String)> = Vec::new();
     let mut pending_write: Vec<u8> = Vec::new();

@@ -3,7 +3,6 @@
 
 use super::protocol::{action, proto, Step, VERSION};
 
-
 pub(crate) fn packet(cmd: u8, data: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(5 + data.len());
     p.extend_from_slice(&((data.len() + 1) as u32).to_be_bytes());

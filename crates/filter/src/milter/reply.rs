@@ -133,7 +133,8 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Reply, usize)>, Error> {
             while rest.len() >= 4 {
                 let stage = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
                 let end = rest[4..].iter().position(|&b| b == 0).map(|p| p + 4).unwrap_or(rest.len());
-                let names = String::from_utf8_lossy(&rest[4..end]).split([' ', ',']).filter(|n| !n.is_empty()).map(str::to_string).collect();
+                let names =
+                    String::from_utf8_lossy(&rest[4..end]).split([' ', ',']).filter(|n| !n.is_empty()).map(str::to_string).collect();
                 macros.push((stage, names));
                 rest = &rest[(end + 1).min(rest.len())..];
             }

@@ -22,7 +22,13 @@ use crate::session::services::Services;
 /// Longest wait for a free hashing slot.
 pub const AUTH_WAIT: Duration = Duration::from_secs(10);
 
-pub async fn authenticate(ctx: &mut Ctx, s: &std::sync::Arc<Services>, mechanism: &'static str, username: String, password: String) -> Answer {
+pub async fn authenticate(
+    ctx: &mut Ctx,
+    s: &std::sync::Arc<Services>,
+    mechanism: &'static str,
+    username: String,
+    password: String,
+) -> Answer {
     let log_user: String = username.chars().filter(|c| !c.is_control()).take(128).collect();
     if let Err(stop) = s.rate_limits.count(&s.state, Kind::AuthFailures, &ctx.asker).await {
         let r = ctx.stopped(s, "auth", stop, |_| reply::auth_throttled()).await;

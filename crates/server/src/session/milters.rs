@@ -162,4 +162,3 @@ pub async fn quit(ctx: &mut Ctx) {
         m.quit().await;
     }
 }
-

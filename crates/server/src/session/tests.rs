@@ -41,7 +41,10 @@ impl World {
         let listener = ListenerConfig { address: "[::1]:25".parse().unwrap(), kind, proxy_protocol: false, allow: vec![] };
         let client: SocketAddr = client.parse().unwrap();
         let services = self.a.services.clone();
-        let session = tokio::spawn(async move { crate::session::driver::run(Conn::Plain(theirs), client, listener.address, &listener, services).await });
+        let session =
+            tokio::spawn(
+                async move { crate::session::driver::run(Conn::Plain(theirs), client, listener.address, &listener, services).await },
+            );
         let (r, mut w) = tokio::io::split(ours);
         let mut r = BufReader::new(r);
         for (n, line) in script.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).enumerate() {

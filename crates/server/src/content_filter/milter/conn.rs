@@ -18,7 +18,6 @@ use crate::content_filter::milter::error::MilterError;
 use crate::content_filter::milter::mods::Mods;
 use crate::content_filter::stream::{open, Stream};
 
-
 /// The protocol steps mx6 offers: everything but `SMFIP_RCPT_REJ` (refused
 /// recipients are not shown to milters) .
 const OFFERED: u32 = milter::proto::ALL & !milter::proto::RCPT_REJ;
@@ -38,7 +37,13 @@ impl MilterConn {
     pub async fn open(cfg: &MilterConfig) -> Result<MilterConn, MilterError> {
         let t = cfg.timeout;
         let s = tokio::time::timeout(t, open(&cfg.address)).await.map_err(|_| MilterError::Timeout(t))??;
-        let mut c = MilterConn { s, buf: Vec::new(), neg: Negotiated { version: 0, actions: 0, protocol: 0, macros: Vec::new() }, timeout: t, quarantine: None };
+        let mut c = MilterConn {
+            s,
+            buf: Vec::new(),
+            neg: Negotiated { version: 0, actions: 0, protocol: 0, macros: Vec::new() },
+            timeout: t,
+            quarantine: None,
+        };
         c.send(&milter::optneg(OFFERED)).await?;
         match c.reply().await? {
             MReply::OptNeg(mut n) if n.version >= 2 => {

@@ -37,9 +37,15 @@ pub enum Outcome {
     Continue,
     /// Refuse the command (or recipient, or message); a `421` reply ends
     /// the session.
-    Refuse { reply: Reply, reason: &'static str, by: String },
+    Refuse {
+        reply: Reply,
+        reason: &'static str,
+        by: String,
+    },
     /// Accept the message and drop it.
-    Discard { by: String },
+    Discard {
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,7 +138,14 @@ fn reason(r: &Reply) -> &'static str {
 
 impl Milters {
     /// The milters of session `session` with `client` (nothing connects yet).
-    pub fn new(cfgs: &[MilterConfig], session: &str, client: std::net::IpAddr, hostname: &str, metrics: Arc<Metrics>, max_size: usize) -> Milters {
+    pub fn new(
+        cfgs: &[MilterConfig],
+        session: &str,
+        client: std::net::IpAddr,
+        hostname: &str,
+        metrics: Arc<Metrics>,
+        max_size: usize,
+    ) -> Milters {
         let family = mx6_policy::Family::of(client).as_str();
         let slots = cfgs
             .iter()
@@ -292,9 +305,9 @@ impl Milters {
                     self.slots[i].conn = Some(c);
                     self.ask(i, Step::Connect, &packet).await
                 }
-                Err(e) => self
-                    .failed(i, Step::Connect, &e)
-                    .map(|(reply, reason)| Outcome::Refuse { reply, reason, by: self.slots[i].by.clone() }),
+                Err(e) => {
+                    self.failed(i, Step::Connect, &e).map(|(reply, reason)| Outcome::Refuse { reply, reason, by: self.slots[i].by.clone() })
+                }
             };
             if let Some(Outcome::Refuse { reply, reason, by }) = refused {
                 self.quit().await;

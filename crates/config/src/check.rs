@@ -142,6 +142,7 @@ impl Config {
         f.count("content_filter.max_size", self.content_filter.max_size as u64, 0, 1 << 30);
         for (i, m) in self.milter.iter().enumerate() {
             f.duration(&format!("milter[{i}].timeout"), m.timeout, Duration::from_millis(100), HOUR);
+            f.duration(&format!("milter[{i}].content_timeout"), m.content_timeout, Duration::from_millis(100), HOUR);
         }
         let mut seen = std::collections::HashSet::new();
         for (i, l) in self.listener.iter().enumerate() {

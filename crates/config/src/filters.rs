@@ -103,14 +103,24 @@ pub enum SpamdFailure {
 pub struct MilterConfig {
     #[serde(deserialize_with = "filter_address")]
     pub address: FilterAddress,
+    /// Connecting, and each reply at connect, HELO, MAIL, RCPT and DATA
+    /// (Postfix's `milter_connect_timeout` and `milter_command_timeout`).
     #[serde(default = "thirty_seconds", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// Each reply to the message content: headers, body chunks and end of
+    /// message, where a milter scans or signs (`milter_content_timeout`).
+    #[serde(default = "five_minutes", deserialize_with = "duration")]
+    pub content_timeout: Duration,
     #[serde(default = "milter_tempfail")]
     pub on_failure: MilterFailure,
 }
 
 fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
+}
+
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn milter_tempfail() -> MilterFailure {

@@ -340,6 +340,24 @@ fn a_milter_that_stalls_or_dies_does_not_stall_the_session() {
     assert!(c.cmd("QUIT").starts_with("221 "));
     assert!(s.log_has("no answer within 2s"));
 
+    // The content has its own wait: a milter that stalls at end of message
+    // is given up after `content_timeout`, though `timeout` is longer.
+    let u = Server::start(
+        "milter-stall-eom",
+        &format!("[[milter]]\naddress = \"inet:127.0.0.1:{port}\"\ntimeout = \"20s\"\ncontent_timeout = \"1s\"\n{RELAXED}"),
+    );
+    let mut c = Raw::proxied(u.proxy_port, "2001:db8:3e::3");
+    assert!(c.reply().starts_with("220 "));
+    c.cmd("EHLO client.example");
+    assert!(c.cmd("MAIL FROM:<sender@nospf.example.com>").starts_with("250 "));
+    assert!(c.cmd("RCPT TO:<u@mx.test>").starts_with("250 "));
+    assert!(c.cmd("DATA").starts_with("354 "));
+    let t = Instant::now();
+    assert_eq!(c.cmd("Subject: stall\r\n\r\nx\r\n."), "451 4.7.1 Content filter unavailable, try again later\r\n");
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(u.log_has("no answer within 1s"));
+    assert!(u.wait_mail("u", "mx.test", 1).is_empty(), "nothing delivered");
+
     // on_failure = "accept": the milter dies at MAIL; the session carries on without it.
     let t = Server::start(
         "milter-dies",
@@ -386,54 +404,212 @@ fn a_message_passes_noop_milters_byte_for_byte() {
     assert_eq!(s.metric("mx6_content_filter_total{family=\"ipv6\",filter=\"milter\",verdict=\"continue\"}"), 2.0);
 }
 
-/// A real milter from Debian: opendkim signs mail from mynetworks; dkimpy
-/// verifies the signature on the delivered message.
+/// opendkim (Debian) as a milter in `mode`, with `extra` lines of config.
+fn opendkim(dir: &Path, name: &str, port: u16, mode: &str, extra: &str) -> Daemon {
+    let conf: PathBuf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "Mode {mode}\nSocket inet:{port}@127.0.0.1\nUserID root\nBackground false\nPidFile {}\nSyslog false\nAuthservID opendkim.test\n{extra}",
+            dir.join(format!("{name}.pid")).display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("opendkim")
+        .arg("-f")
+        .arg("-x")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("opendkim (Debian package opendkim)");
+    Daemon { child, name: "opendkim" }.wait_port(port)
+}
+
+/// A real milter from Debian, both ways. opendkim signs mail from
+/// mynetworks through one mx6, with `simple/simple` and with
+/// `relaxed/relaxed`; dkimpy verifies each signature on the delivered
+/// message; then opendkim in verify mode, behind a second mx6 whose
+/// client it does not trust, finds its key in the test DNS server and
+/// says `dkim=pass` in its Authentication-Results.
 #[test]
-fn opendkim_signs_through_the_milter_protocol() {
+fn opendkim_signs_and_verifies_through_the_milter_protocol() {
     let dir = std::env::temp_dir().join(format!("mx6-opendkim-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let st = Command::new("opendkim-genkey").args(["-b", "2048", "-d", "example.org", "-s", "mx6test", "-D"]).arg(&dir).status().unwrap();
     assert!(st.success(), "opendkim-genkey (Debian opendkim-tools)");
-    let port = free_port();
-    let conf: PathBuf = dir.join("opendkim.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Mode sv\nDomain example.org\nSelector mx6test\nKeyFile {}\nSocket inet:{port}@127.0.0.1\nInternalHosts 127.0.0.1,::1\nRequireSafeKeys false\nCanonicalization relaxed/simple\nUserID root\nBackground false\nPidFile {}\nSyslog false\n",
-            dir.join("mx6test.private").display(),
-            dir.join("opendkim.pid").display()
-        ),
-    )
-    .unwrap();
-    let child =
-        Command::new("opendkim").arg("-f").arg("-x").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("opendkim");
-    let _od = Daemon { child, name: "opendkim" }.wait_port(port);
-    let s = Server::start("opendkim", &format!("[[milter]]\naddress = \"inet:127.0.0.1:{port}\"\n"));
-    let out = swaks(&[
-        "--server",
-        "::1",
-        "--port",
-        &s.port.to_string(),
-        "--from",
-        "alice@example.org",
-        "--to",
-        "u@mx.test",
-        "--header",
-        "From: <alice@example.org>",
-        "--header",
-        "Subject: signed by opendkim",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let m = s.mail_texts("u", "mx.test", 1);
-    assert!(m[0].contains("DKIM-Signature:") && m[0].contains("d=example.org") && m[0].contains("s=mx6test"), "{}", m[0]);
-    // The TXT record opendkim-genkey wrote, joined into one string.
+    // The TXT record opendkim-genkey wrote, as its quoted strings.
     let txt = std::fs::read_to_string(dir.join("mx6test.txt")).unwrap();
-    let record: String = txt.split('"').skip(1).step_by(2).collect();
-    let py = "import sys,dkim\nrec=sys.argv[1].encode()\n\
-              def dns(name, timeout=5):\n    return rec if name in (b'mx6test._domainkey.example.org.', 'mx6test._domainkey.example.org.') else b''\n\
-              msg=sys.stdin.buffer.read()\nok=dkim.verify(msg, dnsfunc=dns)\nprint(ok)\nsys.exit(0 if ok else 1)";
-    let out = run_with_stdin(Command::new("/usr/bin/python3").args(["-c", py, &record]), m[0].as_bytes());
-    assert!(out.status.success(), "dkimpy: {} {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), m[0]);
+    let strings: Vec<&str> = txt.split('"').skip(1).step_by(2).collect();
+    let record: String = strings.concat();
+    let zone = format!("mx6test._domainkey.example.org TXT {}\n", strings.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(" "));
+
+    let vport = free_port();
+    let verifier = Server::start_with_zone("opendkim-verify", &zone, &format!("[[milter]]\naddress = \"inet:127.0.0.1:{vport}\"\n"));
+    let _ov =
+        opendkim(&dir, "verify", vport, "v", &format!("InternalHosts 192.0.2.1\nNameservers 127.0.0.1@{}\n", verifier.dns.addr.port()));
+
+    for canon in ["simple/simple", "relaxed/relaxed"] {
+        let name = canon.replace('/', "-");
+        let port = free_port();
+        let mut od = opendkim(
+            &dir,
+            &name,
+            port,
+            "s",
+            &format!(
+                "Domain example.org\nSelector mx6test\nKeyFile {}\nInternalHosts 127.0.0.1,::1\nRequireSafeKeys false\nCanonicalization {canon}\n",
+                dir.join("mx6test.private").display()
+            ),
+        );
+        let s = Server::start(&format!("opendkim-{name}"), &format!("[[milter]]\naddress = \"inet:127.0.0.1:{port}\"\n"));
+        let out = swaks(&[
+            "--server",
+            "::1",
+            "--port",
+            &s.port.to_string(),
+            "--from",
+            "alice@example.org",
+            "--to",
+            "u@mx.test",
+            "--header",
+            "From: <alice@example.org>",
+            "--header",
+            &format!("Subject:   signed  by opendkim\t{canon}"),
+            "--body",
+            "a body  with  spaces \r\n\r\n\r\n",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let m = s.mail_texts("u", "mx.test", 1);
+        let sig = m[0].split("DKIM-Signature:").nth(1).unwrap_or_else(|| panic!("not signed:\n{}", m[0]));
+        assert!(sig.contains("d=example.org") && sig.contains("s=mx6test") && sig.contains(&format!("c={canon}")), "{canon}: {}", m[0]);
+        let py = "import sys,dkim\nrec=sys.argv[1].encode()\n\
+                  def dns(name, timeout=5):\n    return rec if name in (b'mx6test._domainkey.example.org.', 'mx6test._domainkey.example.org.') else b''\n\
+                  msg=sys.stdin.buffer.read()\nok=dkim.verify(msg, dnsfunc=dns)\nprint(ok)\nsys.exit(0 if ok else 1)";
+        let out = run_with_stdin(Command::new("/usr/bin/python3").args(["-c", py, &record]), m[0].as_bytes());
+        assert!(
+            out.status.success(),
+            "dkimpy {canon}: {} {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            m[0]
+        );
+        od.stop();
+
+        // The signed message, relayed as delivered (less the Return-Path
+        // the delivery added), into the verifying mx6.
+        let relayed: String = m[0].split_inclusive('\n').filter(|l| !l.starts_with("Return-Path:")).collect();
+        let data = dir.join(format!("{name}.eml"));
+        std::fs::write(&data, relayed.replace("\r\n", "\n")).unwrap();
+        let out = swaks(&[
+            "--server",
+            "::1",
+            "--port",
+            &verifier.port.to_string(),
+            "--from",
+            "alice@example.org",
+            "--to",
+            &format!("{name}@mx.test"),
+            "--data",
+            &format!("@{}", data.display()),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let v = verifier.mail_texts(&name, "mx.test", 1);
+        // opendkim's field with its folded lines.
+        let mut lines = v[0].lines().skip_while(|l| !l.starts_with("Authentication-Results: opendkim.test;"));
+        let first = lines.next().unwrap_or_else(|| panic!("no Authentication-Results from opendkim:\n{}", v[0]));
+        let ar: String = std::iter::once(first).chain(lines.take_while(|l| l.starts_with([' ', '\t']))).collect();
+        assert!(ar.contains("dkim=pass") && ar.contains("header.d=example.org"), "{canon}: {ar}\n{}", v[0]);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// rspamd (Debian) with only its proxy worker, in milter mode, on
+/// 127.0.0.1:`port`, asking the test DNS server on `dns_port`. It runs in
+/// a PID namespace of its own (`unshare --pid --kill-child`): its workers
+/// end with it, and its signals reach no process of the test's.
+struct Rspamd {
+    _daemon: Daemon,
+    log: PathBuf,
+}
+
+fn rspamd(dir: &Path, port: u16, dns_port: u16) -> Rspamd {
+    let local = dir.join("local.d");
+    std::fs::create_dir_all(&local).unwrap();
+    for d in ["db", "run", "log"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let files = [
+        (
+            "worker-proxy.inc",
+            format!("bind_socket = \"127.0.0.1:{port}\";\nmilter = yes;\ntimeout = 60s;\ncount = 1;\nupstream \"local\" {{\n  default = yes;\n  self_scan = yes;\n}}\n"),
+        ),
+        ("worker-normal.inc", "enabled = false;\n".into()),
+        ("worker-controller.inc", "enabled = false;\n".into()),
+        ("worker-fuzzy.inc", "enabled = false;\n".into()),
+        ("logging.inc", "type = \"console\";\nlevel = \"info\";\n".into()),
+        ("options.inc", format!("dns {{\n  nameserver = [\"127.0.0.1:{dns_port}\"];\n  timeout = 1s;\n  retransmits = 1;\n}}\n")),
+        // Headers rspamd adds through the milter: its verdict, and a
+        // subject rewrite for the rewrite_subject action.
+        ("milter_headers.conf", "use = [\"x-spamd-result\", \"x-rspamd-server\", \"x-rspamd-queue-id\"];\n".into()),
+        // A prefix rspamd refuses before scanning: it knows the client's
+        // address only from the milter's connect step.
+        (
+            "multimap.conf",
+            format!(
+                "MX6_BLOCKED_PREFIX {{\n  type = \"ip\";\n  map = \"{}\";\n  prefilter = true;\n  action = \"reject\";\n  message = \"Refused by rspamd for this prefix\";\n}}\n",
+                dir.join("blocked.map").display()
+            ),
+        ),
+    ];
+    std::fs::write(dir.join("blocked.map"), "2001:db8:66::/64\n").unwrap();
+    for (name, text) in files {
+        std::fs::write(local.join(name), text).unwrap();
+    }
+    let log = dir.join("rspamd.log");
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "rspamd", "-f", "-i", "-u", "root", "-g", "root", "-c", "/etc/rspamd/rspamd.conf"])
+        .arg(format!("--var=LOCAL_CONFDIR={}", dir.display()))
+        .arg(format!("--var=DBDIR={}", dir.join("db").display()))
+        .arg(format!("--var=RUNDIR={}", dir.join("run").display()))
+        .arg(format!("--var=LOGDIR={}", dir.join("log").display()))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rspamd (Debian package rspamd; scripts/test.sh installs it)");
+    Rspamd { _daemon: Daemon { child, name: "rspamd" }.wait_port(port), log }
+}
+
+/// rspamd as a real milter (its proxy worker in milter mode): GTUBE is
+/// refused at end of data with rspamd's own reply, a plain message is
+/// delivered with the headers rspamd adds (its queue id is mx6's, from the
+/// `i` macro), and a client in a prefix rspamd's multimap lists is refused
+/// with rspamd's message (the address came with the connect step).
+#[test]
+fn rspamd_judges_through_its_milter_mode() {
+    let dir = std::env::temp_dir().join(format!("mx6-rspamd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port();
+    let s = Server::start("rspamd", &format!("[[milter]]\naddress = \"inet:127.0.0.1:{port}\"\ncontent_timeout = \"60s\"\n{RELAXED}"));
+    let r = rspamd(&dir, port, s.dns.addr.port());
+    let gtube = send(&s, "2001:db8:77::5", "gtube", &format!("{GTUBE}\r\n"));
+    assert!(
+        gtube.starts_with("554 5.7.1 ") || gtube.starts_with("550 5.7.1 "),
+        "{gtube}\n{}",
+        std::fs::read_to_string(&r.log).unwrap_or_default()
+    );
+    assert_eq!(s.metric("mx6_rejections_total{family=\"ipv6\",reason=\"milter_reject\",stage=\"data\"}"), 1.0);
+    let ok = send(&s, "2001:db8:77::5", "hello from rspamd", "a short plain message\r\n");
+    assert!(ok.starts_with("250 "), "{ok}\n{}", std::fs::read_to_string(&r.log).unwrap_or_default());
+    let m = s.mail_texts("u", "mx.test", 1);
+    assert!(m[0].contains("X-Spamd-Result: default: False"), "{}", m[0]);
+    assert!(m[0].contains("X-Rspamd-Server: "), "{}", m[0]);
+    let id = ok.trim_end().rsplit(' ').next().unwrap();
+    assert!(m[0].contains(&format!("X-Rspamd-Queue-Id: {id}\r\n")), "{id}: {}", m[0]);
+    assert!(m[0].contains("Subject: hello from rspamd\r\n"), "{}", m[0]);
+    let blocked = send(&s, "2001:db8:66::9", "from a listed prefix", "hello\r\n");
+    assert_eq!(blocked, "554 5.7.1 Refused by rspamd for this prefix\r\n");
+    drop(r);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,7 +2,9 @@
 //! at a time — its macros, its packet, and the milter's final reply unless
 //! it negotiated the step away (`SMFIP_NO*`) or said it will not answer it
 //! (`SMFIP_NR_*`). Every write and every reply waits at most the milter's
-//! `timeout`; a progress reply (`SMFIR_PROGRESS`) starts the wait again.
+//! `timeout` (connect and the SMTP commands) or `content_timeout` (headers,
+//! body, end of message); a progress reply (`SMFIR_PROGRESS`) starts the
+//! wait again.
 //!
 //! Defends against: a milter that stalls (the timeout), closes the
 //! connection, breaks the protocol or replies out of turn (an error: the
@@ -26,7 +28,10 @@ pub struct MilterConn {
     s: Box<dyn Stream>,
     buf: Vec<u8>,
     pub neg: Negotiated,
+    /// The wait for the step under way.
     timeout: Duration,
+    command_timeout: Duration,
+    content_timeout: Duration,
     /// `SMFIR_QUARANTINE` may come at any step (Postfix and Sendmail take
     /// it anywhere): kept until the message is done.
     pub quarantine: Option<String>,
@@ -42,6 +47,8 @@ impl MilterConn {
             buf: Vec::new(),
             neg: Negotiated { version: 0, actions: 0, protocol: 0, macros: Vec::new() },
             timeout: t,
+            command_timeout: t,
+            content_timeout: cfg.content_timeout,
             quarantine: None,
         };
         c.send(&milter::optneg(OFFERED)).await?;
@@ -91,6 +98,10 @@ impl MilterConn {
         packet: &[u8],
         mut mods: Option<&mut Mods>,
     ) -> Result<Option<MReply>, MilterError> {
+        self.timeout = match step {
+            Step::Header | Step::Eoh | Step::Body | Step::Eom => self.content_timeout,
+            _ => self.command_timeout,
+        };
         let chosen = macros::select(&self.neg, step, known);
         if !chosen.is_empty() {
             self.send(&milter::macros(step, &chosen)).await?;

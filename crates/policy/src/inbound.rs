@@ -349,7 +349,7 @@ mod tests {
         let spf = SpfFacts { result: AuthResult::Fail, domain: "example.com".into(), helo: AuthResult::None };
         let v = p.decide_mail(&client("192.0.2.1"), &facts(AuthResult::Pass), &spf);
         let Verdict::Refuse { reason, reply } = v else { panic!() };
-        assert_eq!((reason, reply.status), ("spf_fail", "5.7.23"));
+        assert_eq!((reason, &*reply.status), ("spf_fail", "5.7.23"));
         let mut f = facts(AuthResult::Pass);
         f.dnsbl = dnsbl::Score { score: 1, listed: vec!["bl.test".into()], ..Default::default() };
         let Verdict::Refuse { reason, reply } = p.decide_mail(&client("192.0.2.1"), &f, &SpfFacts::default()) else { panic!() };

@@ -131,6 +131,18 @@ pub fn strip_forged(data: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
     mx6_message::remove_fields(data, |field| is_ours(field, authserv_id))
 }
 
+/// The 1-based occurrences among the message's Authentication-Results
+/// fields of those whose authserv-id is ours: what a milter asks the MTA to
+/// delete (`SMFIR_CHGHEADER` with an empty value).
+pub fn forged_occurrences(data: &[u8], authserv_id: &str) -> Vec<u32> {
+    mx6_message::fields(data)
+        .filter(|f| f.is("authentication-results"))
+        .enumerate()
+        .filter(|(_, f)| is_ours(f, authserv_id))
+        .map(|(i, _)| i as u32 + 1)
+        .collect()
+}
+
 fn is_ours(field: &mx6_message::Field<'_>, authserv_id: &str) -> bool {
     if !field.is("authentication-results") {
         return false;
@@ -148,6 +160,13 @@ fn is_ours(field: &mx6_message::Field<'_>, authserv_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forged_fields_are_found_by_occurrence() {
+        let m = b"Authentication-Results: other.example; spf=pass\r\nAuthentication-Results: (c) MX.test; dkim=pass\r\nSubject: x\r\nAuthentication-Results: mx.test; spf=pass\r\n\r\nAuthentication-Results: mx.test\r\n";
+        assert_eq!(forged_occurrences(m, "mx.test"), [2, 3], "the body does not count");
+        assert!(forged_occurrences(b"Subject: x\r\n\r\n", "mx.test").is_empty());
+    }
 
     #[test]
     fn header_lists_every_check() {

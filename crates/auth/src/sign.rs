@@ -82,6 +82,25 @@ impl DkimKey {
     }
 }
 
+/// The DKIM-Signature fields for `message` from every key of its From
+/// domain, newest on top (the order they go into the message), and the keys
+/// that failed with why. Empty when no key matches.
+pub fn signatures<'k>(keys: &'k [DkimKey], message: &[u8]) -> (String, Vec<(&'k DkimKey, SignError)>) {
+    let mut sigs = String::new();
+    let mut failed = Vec::new();
+    if keys.is_empty() {
+        return (sigs, failed);
+    }
+    let Some(domain) = from_domain(message) else { return (sigs, failed) };
+    for key in keys.iter().filter(|k| k.domain == domain) {
+        match key.sign(message) {
+            Ok(h) => sigs.insert_str(0, &h),
+            Err(e) => failed.push((key, e)),
+        }
+    }
+    (sigs, failed)
+}
+
 /// The domain of the (single) From address, lower-cased.
 pub fn from_domain(message: &[u8]) -> Option<String> {
     let m = AuthenticatedMessage::parse(message)?;

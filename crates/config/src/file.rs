@@ -35,6 +35,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub dnsbl: DnsblConfig,
     pub policyd: PolicydConfig,
+    pub milter_server: MilterServerConfig,
     pub delivery: DeliveryConfig,
     /// DKIM signing keys (`[[dkim]]`).
     pub dkim: Vec<DkimConfig>,
@@ -80,6 +81,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             dnsbl: DnsblConfig::default(),
             policyd: PolicydConfig::default(),
+            milter_server: MilterServerConfig::default(),
             delivery: DeliveryConfig::default(),
             dkim: Vec::new(),
             store: StoreConfig::default(),

@@ -97,6 +97,21 @@ pub enum SpamdFailure {
     Accept,
 }
 
+/// `mx6 milter`: the milter server a Postfix (`smtpd_milters`) talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MilterServerConfig {
+    /// `inet:[v6]:port`, `inet:v4:port`, `inet:port@host` or `unix:/path`.
+    #[serde(deserialize_with = "filter_address")]
+    pub listen: FilterAddress,
+}
+
+impl Default for MilterServerConfig {
+    fn default() -> Self {
+        MilterServerConfig { listen: FilterAddress::Tcp(std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 8893))) }
+    }
+}
+
 /// One `[[milter]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

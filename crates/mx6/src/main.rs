@@ -78,6 +78,10 @@ enum Cmd {
     /// Run the Postfix policy delegation server (check_policy_service) on
     /// `policyd.listen`, with the inbound checks of `mx6 serve`.
     Policyd,
+    /// Run a milter server (Postfix `smtpd_milters`) on `milter_server.listen`
+    /// with the content-stage checks of `mx6 serve`: SPF, DKIM, DMARC,
+    /// Authentication-Results, X-Mx6-Client, DKIM signing.
+    Milter,
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Serve => commands::serve::run(config, json_logs, commands::serve::Which::Serve),
         Cmd::Policyd => commands::serve::run(config, json_logs, commands::serve::Which::Policyd),
+        Cmd::Milter => commands::serve::run(config, json_logs, commands::serve::Which::Milter),
         Cmd::Config { command: ConfigCmd::Check } => commands::config::check(config),
         Cmd::Firewall { format, family, ssh_port } => commands::firewall::run(config, format, family, ssh_port),
         Cmd::Check { domain, json, ips, port, dkim_selectors } => {

@@ -330,3 +330,312 @@ fn mx6_delivers_to_postfix_over_ipv6() {
     assert!(m.contains("Received: from mx.test (unknown [IPv6:::1])\n\tby postfix.test (Postfix)"), "{m}");
     assert!(s.log_has("relay=mx.dest.test[::1]:") && s.log_has("family=\"ipv6\""), "{}", s.log_text());
 }
+
+/// GET `path` from the metrics endpoint on [::1]:`port`.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("::1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+const MILTER_ZONE: &str = "
+2001:db8:20::5 PTR client.good.test
+client.good.test AAAA 2001:db8:20::5
+2001:db8:21::5 PTR client2.good.test
+client2.good.test AAAA 2001:db8:21::5
+reject.test TXT \"v=spf1 ?all\"
+_dmarc.reject.test TXT \"v=DMARC1; p=reject\"
+";
+
+/// A message from `from` (as one line per header), CRLF.
+fn mail_text(from: &str, subject: &str, extra: &str) -> String {
+    format!("{extra}From: <{from}>\r\nTo: <u@milter.test>\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\nDate: Wed, 02 Dec 2026 12:00:00 +0000\r\n\r\nHello.\r\n", subject.replace(' ', "-"))
+}
+
+/// `mx6 milter` as Postfix's `smtpd_milters`, in front: a message DKIM-signed
+/// by dkimpy passes with mx6's Authentication-Results (`dkim=pass`, a forged
+/// one with our authserv-id removed) and the `X-Mx6-Client` facts; a DMARC
+/// `p=reject` failure and an IPv6 client with neither SPF nor DKIM are
+/// refused with `mx6 serve`'s replies; a message from an authenticated user
+/// (XCLIENT LOGIN, `{auth_authen}`) is signed and dkimpy verifies it;
+/// with mx6 stopped, Postfix's `milter_default_action = tempfail` holds.
+#[test]
+fn postfix_uses_mx6_milter() {
+    let dir = std::env::temp_dir().join(format!("mx6-milter-server-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // dkimpy's key for dkim.test, published in the test DNS server.
+    let key = dir.join("key.pem");
+    assert!(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048").output().unwrap().status.success());
+    let der = Command::new("openssl").args(["rsa", "-pubout", "-outform", "DER", "-in"]).arg(&key).output().unwrap().stdout;
+    let b64 = run_with_stdin(
+        Command::new("/usr/bin/python3").args(["-c", "import sys,base64; print(base64.b64encode(sys.stdin.buffer.read()).decode())"]),
+        &der,
+    );
+    let record = format!("v=DKIM1; k=rsa; p={}", String::from_utf8(b64.stdout).unwrap().trim());
+    let chunks: Vec<String> = record.as_bytes().chunks(200).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+    let zone = format!("{MILTER_ZONE}\nsel._domainkey.dkim.test TXT {}\n", chunks.join(" "));
+    let dns = mx6_testdns::TestDns::start(mx6_testdns::Zone::parse(&zone));
+
+    // mx6 milter, with an ed25519 key for sign.test made by `mx6 dkim keygen`.
+    let (port, metrics_port) = (free_port(), free_port());
+    let cfg = dir.join("milter.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "hostname = \"mx.test\"\ndata_dir = \"{}\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+             [milter_server]\nlisten = \"inet:127.0.0.1:{port}\"\n[metrics]\nlisten = \"[::1]:{metrics_port}\"\n",
+            dir.join("data").display(),
+            dns.addr
+        ),
+    )
+    .unwrap();
+    let out = Command::new(mx6_bin())
+        .args(["dkim", "keygen", "--domain", "sign.test", "--selector", "ed", "--algorithm", "ed25519", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let line = text.lines().find(|l| l.starts_with("ed._domainkey.sign.test. IN TXT ")).unwrap().to_string();
+    let sign_record: String = line.split('"').skip(1).step_by(2).collect();
+    let mut c = std::fs::read_to_string(&cfg).unwrap();
+    c.push_str("[[dkim]]\ndomain = \"sign.test\"\nselector = \"ed\"\n");
+    std::fs::write(&cfg, c).unwrap();
+    let mut milter = Policyd(
+        Command::new(mx6_bin())
+            .arg("milter")
+            .arg("--config")
+            .arg(&cfg)
+            .stderr(std::fs::File::create(dir.join("milter.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mx6 milter did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Postfix delivers milter.test to a Maildir (virtual(8), as nobody).
+    let vmail = dir.join("vmail");
+    std::fs::create_dir_all(&vmail).unwrap();
+    assert!(Command::new("chown").arg("nobody:nogroup").arg(&vmail).status().unwrap().success());
+    // Real source addresses on lo, so Postfix and its milter see them as they are.
+    let _lo = LoAddresses::add(&["2001:db8:20::5", "2001:db8:21::5"]);
+    let pf_port = free_port();
+    let pf = Postfix::start_on(
+        &dir.join("postfix"),
+        &pf_port.to_string(),
+        pf_port,
+        "",
+        &format!(
+            "inet_interfaces = 127.0.0.1, [::1]\nvirtual_mailbox_domains = milter.test\nvirtual_mailbox_base = {}\nvirtual_mailbox_maps = static:u/\n\
+             virtual_uid_maps = static:65534\nvirtual_gid_maps = static:65534\nvirtual_minimum_uid = 1\n\
+             smtpd_authorized_xclient_hosts = [2001:db8:21::]/64\nsmtpd_recipient_restrictions = permit\n\
+             smtpd_milters = inet:127.0.0.1:{port}\nmilter_default_action = tempfail\nmilter_protocol = 6",
+            vmail.display()
+        ),
+    );
+    let p = pf_port.to_string();
+    let send = |source: &str, from: &str, data: &str| {
+        let f = dir.join("msg.eml");
+        std::fs::write(&f, data).unwrap();
+        let (source, login) = source.split_once(' ').unwrap_or((source, ""));
+        let file = format!("@{}", f.display());
+        let mut args = vec![
+            "--server",
+            "::1",
+            "--port",
+            &p,
+            "--local-interface",
+            source,
+            "--helo",
+            "client.good.test",
+            "--from",
+            from,
+            "--to",
+            "u@milter.test",
+            "--data",
+            &file,
+        ];
+        if !login.is_empty() {
+            args.extend(["--xclient", login]);
+        }
+        let out = swaks(&args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let delivered = |n: usize| -> Vec<String> {
+        let new = vmail.join("u/new");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut files: Vec<_> = std::fs::read_dir(&new).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+            if files.len() >= n || Instant::now() > deadline {
+                files.sort_by_key(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok());
+                return files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // 1. Signed by dkimpy; a forged Authentication-Results with our id on top.
+    let msg = mail_text("a@dkim.test", "signed by dkimpy", "Authentication-Results: mx.test; dkim=pass header.d=forged.test\r\n");
+    let script = "import sys,dkim\nkey=open(sys.argv[1],'rb').read()\nmsg=sys.stdin.buffer.read()\n\
+                  sig=dkim.sign(msg,b'sel',b'dkim.test',key,include_headers=[b'from',b'to',b'subject',b'message-id'])\n\
+                  sys.stdout.buffer.write(sig+msg)";
+    let signed = run_with_stdin(Command::new("/usr/bin/python3").args(["-c", script]).arg(&key), msg.as_bytes());
+    assert!(signed.status.success(), "dkimpy: {}", String::from_utf8_lossy(&signed.stderr));
+    let out = send("2001:db8:20::5", "a@dkim.test", &String::from_utf8(signed.stdout).unwrap());
+    assert!(out.contains("<-  250 2.0.0 Ok: queued"), "{out}\n{}", pf.log());
+    let m = delivered(1);
+    assert_eq!(m.len(), 1, "{}", pf.log());
+    assert_eq!(m[0].matches("Authentication-Results: mx.test;").count(), 1, "the forged one is gone:\n{}", m[0]);
+    assert!(!m[0].contains("forged.test"), "{}", m[0]);
+    let ar = m[0].split("Authentication-Results: mx.test;").nth(1).unwrap();
+    assert!(ar.contains("dkim=pass") && ar.contains("header.d=dkim.test") && ar.contains("iprev=pass"), "{}", m[0]);
+    assert!(m[0].contains("X-Mx6-Client: family=ipv6; prefix=2001:db8:20::/64; agg=2001:db8:20::/48; iprev=pass"), "{}", m[0]);
+
+    // 2. DMARC p=reject, neither SPF nor DKIM aligned: mx6's reply.
+    let out = send("2001:db8:20::5", "a@reject.test", &mail_text("a@reject.test", "dmarc reject", ""));
+    assert!(out.contains("<** 550 5.7.1 Rejected by DMARC policy of reject.test"), "{out}\n{}", pf.log());
+    // 3. An IPv6 client, no SPF, no DKIM.
+    let out = send("2001:db8:20::5", "a@none.test", &mail_text("a@none.test", "unauthenticated", ""));
+    assert!(out.contains("<** 550 5.7.26 Unauthenticated mail from [2001:db8:20::5]: neither SPF nor DKIM passes"), "{out}\n{}", pf.log());
+    // 4. An authenticated user: signed for sign.test, and the signature verifies.
+    let out = send("2001:db8:21::5 LOGIN=alice", "alice@sign.test", &mail_text("alice@sign.test", "from alice", ""));
+    assert!(out.contains("<-  250 2.0.0 Ok: queued"), "{out}\n{}", pf.log());
+    let m = delivered(2);
+    let alice = m.iter().find(|t| t.contains("Subject: from alice")).expect("alice's message delivered");
+    assert!(alice.contains("DKIM-Signature:") && alice.contains("d=sign.test"), "{alice}");
+    assert!(alice.contains("Authentication-Results: mx.test;") && alice.contains("auth=pass"), "{alice}");
+    assert!(!alice.contains("X-Mx6-Client:"), "not for our own users: {alice}");
+    let py = "import sys,dkim\nrec=sys.argv[1].encode()\n\
+              def dns(name, timeout=5):\n    return rec if name in (b'ed._domainkey.sign.test.', 'ed._domainkey.sign.test.') else b''\n\
+              msg=sys.stdin.buffer.read()\nok=dkim.verify(msg, dnsfunc=dns)\nprint(ok)\nsys.exit(0 if ok else 1)";
+    let v = run_with_stdin(Command::new("/usr/bin/python3").args(["-c", py, &sign_record]), alice.replace('\n', "\r\n").as_bytes());
+    assert!(v.status.success(), "dkimpy: {} {}\n{alice}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    // Counted as mx6 serve counts.
+    let metrics = http_get(metrics_port, "/metrics");
+    for line in [
+        "mx6_rejections_total{family=\"ipv6\",reason=\"dmarc_reject\",stage=\"data\"} 1",
+        "mx6_rejections_total{family=\"ipv6\",reason=\"auth_required\",stage=\"data\"} 1",
+        "mx6_messages_accepted_total{family=\"ipv6\",listener=\"milter\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+    // 5. mx6 milter down: Postfix's milter_default_action.
+    let _ = milter.0.kill();
+    let _ = milter.0.wait();
+    let out = send("2001:db8:20::5", "a@dkim.test", &mail_text("a@dkim.test", "milter down", ""));
+    assert!(out.contains("<** 451 4.7.1 "), "{out}\n{}", pf.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mx6 policyd` with the rate limits of `mx6 serve`: the connection rate at
+/// CONNECT (Postfix answers `421 4.7.0` with mx6's text and hangs up), recipients per
+/// /64 at RCPT, messages at END-OF-MESSAGE, escalation of the /48 whose
+/// /64s keep hitting limits (a fresh /64 in it is refused at once), and the
+/// hits counted in the same metrics.
+#[test]
+fn postfix_asks_mx6_policyd_with_rate_limits() {
+    let dns = mx6_testdns::TestDns::start(mx6_testdns::Zone::parse(POLICY_ZONE));
+    let dir = std::env::temp_dir().join(format!("mx6-policyd-rl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (port, metrics_port) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{port}");
+    let rule = |what: &str, prefix: &str, limit: u32| {
+        format!("[[ratelimit]]\nwhat = \"{what}\"\nprefix = \"{prefix}\"\nlimit = {limit}\nwindow = \"60s\"\n")
+    };
+    let extra = format!(
+        "[greylist]\nenabled = false\n[policy.ipv6]\nrequire_ptr = false\nrequire_fcrdns = false\n[metrics]\nlisten = \"[::1]:{metrics_port}\"\n{}{}{}[ratelimit_escalation]\nchildren = 3\nwindow = \"60s\"\nduration = \"60s\"\n",
+        rule("connection_rate", "ipv6/64", 2),
+        rule("recipients", "ipv6/64", 3),
+        rule("messages", "ipv6/64", 1),
+    );
+    let _p = policyd(&dir, &listen, &dns, &extra);
+
+    // The protocol directly: recipients at RCPT, messages at END-OF-MESSAGE.
+    let base =
+        "request=smtpd_access_policy\nprotocol_name=ESMTP\nhelo_name=client.example\nsender=a@spf-pass.test\nrecipient=u@policy.test\n";
+    let mut c = std::net::TcpStream::connect(&listen).unwrap();
+    let rcpt = |c: &mut std::net::TcpStream, ip: &str, instance: u32| {
+        ask(c, &format!("{base}protocol_state=RCPT\nclient_address={ip}\ninstance={instance}\n"))
+    };
+    for _ in 0..3 {
+        let a = rcpt(&mut c, "2001:db8:10::3", 1);
+        assert!(a == "action=DUNNO\n\n" || a.starts_with("action=PREPEND Authentication-Results"), "{a}");
+    }
+    let a = rcpt(&mut c, "2001:db8:10::4", 1);
+    assert_eq!(a, "action=451 4.7.1 Rate limit exceeded for 2001:db8:10::/64, try again later\n\n");
+    let eom =
+        |c: &mut std::net::TcpStream, ip: &str| ask(c, &format!("{base}protocol_state=END-OF-MESSAGE\nclient_address={ip}\ninstance=9\n"));
+    assert_eq!(eom(&mut c, "2001:db8:11::1"), "action=DUNNO\n\n");
+    assert_eq!(eom(&mut c, "2001:db8:11::1"), "action=451 4.7.1 Rate limit exceeded for 2001:db8:11::/64, try again later\n\n");
+
+    // Postfix with policyd at CONNECT, clients from real addresses on lo.
+    let _lo = LoAddresses::add(&["2001:db8:e5:1::1", "2001:db8:e5:2::1", "2001:db8:e5:3::1", "2001:db8:e5:99::1", "2001:db8:e6:1::1"]);
+    let pf_port = free_port();
+    let pf = Postfix::start_on(
+        &dir.join("postfix"),
+        &pf_port.to_string(),
+        pf_port,
+        "",
+        &format!(
+            "inet_interfaces = 127.0.0.1, [::1]\nmydestination = policy.test\nlocal_transport = discard\nlocal_recipient_maps =\nalias_maps =\n\
+             smtpd_client_restrictions = check_policy_service inet:{listen}\n\
+             smtpd_delay_reject = no\nsmtpd_recipient_restrictions = permit"
+        ),
+    );
+    let p = pf_port.to_string();
+    let from = |source: &str| {
+        let out = swaks(&[
+            "--server",
+            "::1",
+            "--port",
+            &p,
+            "--local-interface",
+            source,
+            "--helo",
+            "client.example",
+            "--from",
+            "a@spf-pass.test",
+            "--to",
+            "u@policy.test",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for child in ["2001:db8:e5:1::1", "2001:db8:e5:2::1", "2001:db8:e5:3::1"] {
+        for _ in 0..2 {
+            let out = from(child);
+            assert!(out.contains("<-  250 2.0.0 Ok"), "{child}: {out}\n{}", pf.log());
+        }
+        let out = from(child);
+        let (p64, _) = child.rsplit_once("::").unwrap();
+        // Postfix puts its "Client host rejected" before mx6's text.
+        assert!(
+            out.contains("<** 421 4.7.0 ") && out.contains(&format!("Client host rejected: mx.test too many connections from {p64}::/64")),
+            "third from {child}: {out}\n{}",
+            pf.log()
+        );
+    }
+    let out = from("2001:db8:e5:99::1");
+    assert!(
+        out.contains("<** 421 4.7.0 ") && out.contains("mx.test too many connections from 2001:db8:e5::/48"),
+        "escalated /48: {out}\n{}",
+        pf.log()
+    );
+    assert!(from("2001:db8:e6:1::1").contains("<-  250 2.0.0 Ok"), "another /48 is untouched");
+    let metrics = http_get(metrics_port, "/metrics");
+    for line in [
+        "mx6_ratelimit_hits_total{family=\"ipv6\",limit=\"connection_rate\",prefix_len=\"64\"} 3",
+        "mx6_ratelimit_hits_total{family=\"ipv6\",limit=\"escalation\",prefix_len=\"48\"} 1",
+        "mx6_ratelimit_hits_total{family=\"ipv6\",limit=\"recipients\",prefix_len=\"64\"} 1",
+        "mx6_rejections_total{family=\"ipv6\",reason=\"rate_limited\",stage=\"connect\"} 4",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,6 +8,7 @@
 //! - [`queue`]: the queue manager, local and remote delivery, bounces;
 //! - [`control`]: the control socket of `mx6 queue` and `mx6 state`;
 //! - [`policyd`]: `mx6 policyd`, the Postfix policy delegation server;
+//! - [`milter_server`]: `mx6 milter`, the content-stage checks as a milter for Postfix;
 //! - [`admin`]: metrics and the admin HTTP endpoint;
 //! - [`users`]: the users file.
 //!
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod checks;
 pub mod content_filter;
 pub mod control;
+pub mod milter_server;
 pub mod net;
 pub mod policyd;
 pub mod queue;

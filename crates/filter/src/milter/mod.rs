@@ -11,15 +11,19 @@
 //! - [`reply`]: the milter's replies, decoded;
 //! - [`macros`]: which macros go before each step (Postfix's defaults, or
 //!   the milter's own list);
+//! - [`command`]: the milter's side (`mx6 milter`): the MTA's commands
+//!   decoded, the milter's replies encoded;
 //! - [`header`]: header fields both ways (`SMFIP_HDR_LEADSPC`) and the
 //!   modifications spliced into the raw header section.
 
+pub mod command;
 pub mod header;
 pub mod macros;
 pub mod packet;
 pub mod protocol;
 pub mod reply;
 
+pub use command::{decode_command, encode_reply, Command, CommandError};
 pub use header::{edit_header, field_value, milter_field};
 pub use packet::*;
 pub use protocol::*;

@@ -1,4 +1,4 @@
-//! `mx6 serve` and `mx6 policyd`: run in the foreground until SIGTERM/SIGINT.
+//! `mx6 serve`, `mx6 policyd` and `mx6 milter`: run in the foreground until SIGTERM/SIGINT.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use crate::commands::support::{finish_logs, init_logs, load, runtime, stop_signa
 pub enum Which {
     Serve,
     Policyd,
+    Milter,
 }
 
 pub fn run(config: Option<&Path>, json_logs: bool, which: Which) -> ExitCode {
@@ -18,6 +19,7 @@ pub fn run(config: Option<&Path>, json_logs: bool, which: Which) -> ExitCode {
     let result: Result<(), String> = match which {
         Which::Serve => rt.block_on(mx6_server::serve(cfg, stop_signal())).map_err(|e| e.to_string()),
         Which::Policyd => rt.block_on(mx6_server::policyd::server::serve(cfg, stop_signal())).map_err(|e| e.to_string()),
+        Which::Milter => rt.block_on(mx6_server::milter_server::server::serve(cfg, stop_signal())).map_err(|e| e.to_string()),
     };
     drop(rt);
     finish_logs();

@@ -10,6 +10,24 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::admin::metrics::Metrics;
 
+/// For `mx6 policyd` and `mx6 milter`: serve `/metrics` on `metrics.listen`
+/// (`bound` is its listener) unless another process (`mx6 serve` with the
+/// same config) has it, which is logged, not fatal.
+pub fn serve_unless_taken(
+    addr: std::net::SocketAddr,
+    bound: std::io::Result<TcpListener>,
+    metrics: Arc<Metrics>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    match bound {
+        Ok(l) => {
+            tracing::info!(listen = %addr, "metrics on /metrics, health on /healthz");
+            tokio::spawn(serve(l, metrics, shutdown));
+        }
+        Err(e) => tracing::warn!(listen = %addr, error = %e, "metrics.listen is taken (by mx6 serve?); metrics not served here"),
+    }
+}
+
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {

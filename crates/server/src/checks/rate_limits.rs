@@ -176,6 +176,16 @@ impl RateLimits {
         }
     }
 
+    /// The connect-time checks without the concurrency count, for a caller
+    /// that never hears when a connection ends (`mx6 policyd` at Postfix's
+    /// CONNECT state): an escalated aggregate, then the connection rate.
+    pub async fn connect_rate(&self, state: &State, a: &Asker) -> Result<(), Stop> {
+        if let Some(hit) = self.escalated(state, a).await? {
+            return Err(self.hit(state, a, hit).await);
+        }
+        self.count(state, Kind::ConnectionRate, a).await
+    }
+
     /// Count one event of `kind` (messages, recipients, tls_sessions,
     /// auth_failures) and say whether a limit is now exceeded.
     pub async fn count(&self, state: &State, kind: Kind, a: &Asker) -> Result<(), Stop> {

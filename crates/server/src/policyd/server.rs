@@ -1,5 +1,7 @@
 //! `mx6 policyd`: the policy delegation server on `policyd.listen` (TCP or a
-//! unix socket), composed from the same checks and store as `mx6 serve`.
+//! unix socket), composed from the same checks, rate limits, reputation and
+//! store as `mx6 serve`; `/metrics` on `metrics.listen` unless `mx6 serve`
+//! has it.
 //!
 //! Defends against: clients that stall (a 300 s read timeout), oversized
 //! requests ([`crate::policyd::protocol`]).
@@ -14,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use crate::admin::metrics::Metrics;
 use crate::checks::greylisting::Greylisting;
 use crate::checks::inbound::Inbound;
+use crate::checks::rate_limits::RateLimits;
 use crate::checks::reputation::Reputation;
 use crate::checks::state::{self, State};
 use crate::policyd::judge::{decide, Judge};
@@ -81,11 +84,17 @@ where
 /// Run until `stop` resolves.
 pub async fn serve(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), PolicydError> {
     let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(State::open(&cfg.store, &cfg.data_dir, metrics)?);
+    let state = Arc::new(State::open(&cfg.store, &cfg.data_dir, metrics.clone())?);
     let (stop_saver, saver_stop) = tokio::sync::watch::channel(false);
+    if let Some(addr) = cfg.metrics.listen {
+        crate::admin::http::serve_unless_taken(addr, crate::net::listener::bind(addr), metrics.clone(), saver_stop.clone());
+    }
     let saver = tokio::spawn(state.clone().saver(Duration::from_secs(10), saver_stop));
-    let levels = state::levels(&cfg.ratelimit_rules(), &cfg.greylist, &cfg.ratelimit_escalation.escalation());
+    let (rules, escalation) = (cfg.ratelimit_rules(), cfg.ratelimit_escalation.escalation());
+    let levels = state::levels(&rules, &cfg.greylist, &escalation);
     let judge = Arc::new(Judge {
+        rate_limits: RateLimits::new(rules, escalation, cfg.reputation.bad_limit_factor, metrics.clone()),
+        metrics,
         inbound: Inbound::new(&cfg.dns, &cfg.policy, &cfg.dnsbl, &cfg.hostname)?,
         hostname: cfg.hostname.clone(),
         mynetworks: cfg.relay.mynetworks.clone(),

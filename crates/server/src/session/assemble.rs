@@ -42,13 +42,39 @@ pub fn client_header(ctx: &Ctx, s: &Services) -> String {
         }
         _ => ("none", "none"),
     };
-    let score = ctx.rep_scores.first().copied().unwrap_or(0.0);
-    let history = if ctx.rep_scores.iter().all(|s| s.abs() < 0.01) { "none" } else { "known" };
+    client_field(&ClientField {
+        family: ctx.family.as_str(),
+        prefix,
+        agg,
+        iprev,
+        ptr,
+        scores: &ctx.rep_scores,
+        standing: ctx.reputation.as_str(),
+        greylist: ctx.greylist,
+    })
+}
+
+/// The facts of an `X-Mx6-Client` field.
+pub struct ClientField<'a> {
+    pub family: &'a str,
+    pub prefix: ipnet::IpNet,
+    pub agg: ipnet::IpNet,
+    pub iprev: &'a str,
+    pub ptr: &'a str,
+    /// Reputation scores, finest prefix first.
+    pub scores: &'a [f64],
+    pub standing: &'a str,
+    pub greylist: &'a str,
+}
+
+/// The `X-Mx6-Client` field (CRLF-terminated, folded once), as `mx6 serve`
+/// and `mx6 milter` write it.
+pub fn client_field(c: &ClientField<'_>) -> String {
+    let score = c.scores.first().copied().unwrap_or(0.0);
+    let history = if c.scores.iter().all(|s| s.abs() < 0.01) { "none" } else { "known" };
     format!(
-        "X-Mx6-Client: family={}; prefix={prefix}; agg={agg}; iprev={iprev}; ptr={ptr};\r\n\treputation={score:.2}; standing={}; history={history}; greylist={}\r\n",
-        ctx.family.as_str(),
-        ctx.reputation.as_str(),
-        ctx.greylist,
+        "X-Mx6-Client: family={}; prefix={}; agg={}; iprev={}; ptr={};\r\n\treputation={score:.2}; standing={}; history={history}; greylist={}\r\n",
+        c.family, c.prefix, c.agg, c.iprev, c.ptr, c.standing, c.greylist,
     )
 }
 
@@ -92,16 +118,12 @@ pub fn message(ctx: &Ctx, s: &Services, env: &Envelope, checked: &Checked, queue
 /// DKIM: mail from our users and networks, signed for its From domain with
 /// every key of that domain (the signatures go on top).
 pub fn sign(ctx: &Ctx, s: &Services, authenticated: bool, data: &mut Vec<u8>) {
-    if !(authenticated || ctx.mynetworks) || s.dkim.is_empty() {
+    if !(authenticated || ctx.mynetworks) {
         return;
     }
-    let Some(domain) = mx6_auth::sign::from_domain(data) else { return };
-    let mut sigs = String::new();
-    for key in s.dkim.iter().filter(|k| k.domain == domain) {
-        match key.sign(data) {
-            Ok(h) => sigs.insert_str(0, &h),
-            Err(e) => slog!(error, ctx, domain = %domain, error = %e, "DKIM signing failed; sent unsigned"),
-        }
+    let (sigs, failed) = mx6_auth::sign::signatures(&s.dkim, data);
+    for (key, e) in failed {
+        slog!(error, ctx, domain = %key.domain, error = %e, "DKIM signing failed; sent unsigned");
     }
     data.splice(0..0, sigs.into_bytes());
 }

@@ -504,6 +504,14 @@ fn postfix_uses_mx6_milter() {
     // 3. An IPv6 client, no SPF, no DKIM.
     let out = send("2001:db8:20::5", "a@none.test", &mail_text("a@none.test", "unauthenticated", ""));
     assert!(out.contains("<** 550 5.7.26 Unauthenticated mail from [2001:db8:20::5]: neither SPF nor DKIM passes"), "{out}\n{}", pf.log());
+    // A packet that breaks the protocol closes that connection only.
+    {
+        use std::io::{Read, Write};
+        let mut bad = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        bad.write_all(b"\x00\x00\x00\x05Zjunk").unwrap();
+        bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(matches!(bad.read(&mut [0u8; 16]), Ok(0)), "closed on a bad packet");
+    }
     // 4. An authenticated user: signed for sign.test, and the signature verifies.
     let out = send("2001:db8:21::5 LOGIN=alice", "alice@sign.test", &mail_text("alice@sign.test", "from alice", ""));
     assert!(out.contains("<-  250 2.0.0 Ok: queued"), "{out}\n{}", pf.log());

@@ -72,7 +72,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     };
     slog!(info, ctx, listener = %ctx.listener, kind = listener.kind.as_str(), "connect");
     let mut conn = conn;
-    let Some((_guard, early)) = crate::session::admission::admit(&mut ctx, &s, &mut conn, listener.kind).await else {
+    let Some((_guard, early)) = Box::pin(crate::session::admission::admit(&mut ctx, &s, &mut conn, listener.kind)).await else {
         conn.shutdown().await;
         slog!(info, ctx, messages = 0, "disconnect: refused at connect");
         return;
@@ -99,7 +99,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         },
         postmaster_domain: s.routing.local_domains.first().cloned().unwrap_or_else(|| s.hostname.clone()),
     };
-    let mut session = match crate::session::milters::connect(&mut ctx, &s, listener.kind.as_str()).await {
+    let mut session = match Box::pin(crate::session::milters::connect(&mut ctx, &s, listener.kind.as_str())).await {
         None => Session::new(scfg, Instant::now()),
         // A milter refused the session: a 554 greeting, then 503 to all but QUIT.
         Some(r) if r.code == 554 => Session::refused(scfg, r, Instant::now()),
@@ -114,7 +114,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         session.receive(&early, Instant::now());
     }
     let end = drive(&mut ctx, &s, &mut session, &mut conn).await;
-    crate::session::milters::quit(&mut ctx).await;
+    Box::pin(crate::session::milters::quit(&mut ctx)).await;
     slog!(info, ctx, messages = ctx.messages, "disconnect: {end}");
 }
 
@@ -138,7 +138,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     out.extend_from_slice(&r.to_bytes());
                 }
                 Event::Ask(ask) => {
-                    let answer = answer(ctx, s, ask).await;
+                    // Boxed: the stages' futures are large, and an idle
+                    // session should not carry their space (bench/idle-sessions.sh).
+                    let answer = Box::pin(answer(ctx, s, ask)).await;
                     session.answer(answer);
                 }
                 Event::StartTls => {
@@ -148,7 +150,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     out.clear();
                     let Some(tls) = s.tls.clone() else { return "TLS state" };
                     let Conn::Plain(tcp) = std::mem::replace(conn, Conn::Gone) else { return "TLS state" };
-                    let hs = tokio::time::timeout(Duration::from_secs(60), tokio_rustls::TlsAcceptor::from(tls).accept(tcp)).await;
+                    let hs =
+                        Box::pin(tokio::time::timeout(Duration::from_secs(60), tokio_rustls::TlsAcceptor::from(tls).accept(tcp))).await;
                     match hs {
                         Ok(Ok(tls)) => {
                             let desc = crate::net::tls::describe(tls.get_ref().1);
@@ -165,7 +168,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 Event::Rejected { stage, reason } => ctx.rejected(s, stage, reason, format_args!("protocol limit")),
-                Event::Reset => crate::session::milters::reset(ctx).await,
+                Event::Reset => Box::pin(crate::session::milters::reset(ctx)).await,
                 Event::Close => {
                     let _ = conn.write_all(&out).await;
                     conn.shutdown().await;

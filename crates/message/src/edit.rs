@@ -15,22 +15,28 @@ enum Item {
 }
 
 /// A field `name:value` as it goes into a message: folded lines that a
-/// milter joined with LF get CRLF, and the field ends with CRLF. `value` is
-/// everything after the colon (leading white space included, as given).
+/// milter joined with LF (or CRLF) get CRLF, and the field ends with CRLF.
+/// `value` is everything after the colon (leading white space included, as
+/// given). A value cannot break the header section: an empty or blank line
+/// in it is dropped (it would end the header section), a line that does not
+/// start with white space is folded (it would start a field of its own), and
+/// a lone CR becomes a space.
 pub fn field(name: &[u8], value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + value.len() + 3);
     out.extend_from_slice(name);
     out.push(b':');
-    let mut prev = 0u8;
-    for &b in value {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
+    for (i, line) in value.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if i > 0 {
+            if line.iter().all(|&b| b == b' ' || b == b'\t' || b == b'\r') {
+                continue;
+            }
+            out.extend_from_slice(b"\r\n");
+            if !matches!(line[0], b' ' | b'\t') {
+                out.push(b'\t');
+            }
         }
-        out.push(b);
-        prev = b;
-    }
-    while out.last().is_some_and(|&b| b == b'\r' || b == b'\n') {
-        out.pop();
+        out.extend(line.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
     }
     out.extend_from_slice(b"\r\n");
     out
@@ -137,6 +143,15 @@ impl<'a> HeaderEdit<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_value_cannot_break_the_header_section() {
+        assert_eq!(field(b"X", b" a\n\tb"), b"X: a\r\n\tb\r\n");
+        assert_eq!(field(b"X", b" a\r\n b\r\n"), b"X: a\r\n b\r\n", "a trailing line break is not a blank line");
+        assert_eq!(field(b"X", b" a\n\nBcc: injected"), b"X: a\r\n\tBcc: injected\r\n");
+        assert_eq!(field(b"X", b" a\n  \n\tb\rc"), b"X: a\r\n\tb c\r\n");
+        assert_eq!(field(b"X", b""), b"X:\r\n");
+    }
 
     const MSG: &[u8] = b"Received: from x\r\n\tby y\r\nSubject:no space\r\nX-8bit: caf\xc3\xa9  \r\nsubject: again\r\n\r\nbody\r\n";
 

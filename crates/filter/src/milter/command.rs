@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::packet::packet;
+use super::packet::{nul_strings as strings, nul_terminated, packet};
 use super::protocol::Negotiated;
 use super::reply::Reply;
 
@@ -64,14 +64,6 @@ pub enum CommandError {
 /// Largest packet taken from the MTA (body chunks are at most 64 KiB).
 const MAX_PACKET: usize = 1 << 20;
 
-fn strings(d: &[u8]) -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = d.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
-    if d.last() == Some(&0) {
-        v.pop();
-    }
-    v
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -79,18 +71,7 @@ fn text(b: &[u8]) -> String {
 /// Decode one command from the front of `buf`: `Ok(None)` when more bytes
 /// are needed, else the command and the bytes it used.
 pub fn decode_command(buf: &[u8]) -> Result<Option<(Command, usize)>, CommandError> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len == 0 || len > MAX_PACKET {
-        return Err(CommandError::TooLarge(len));
-    }
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    let cmd = buf[4];
-    let d = &buf[5..4 + len];
+    let Some((cmd, d, used)) = super::packet::frame(buf, MAX_PACKET).map_err(CommandError::TooLarge)? else { return Ok(None) };
     let bad = || CommandError::Malformed(cmd as char);
     let c = match cmd {
         b'O' => {
@@ -144,16 +125,7 @@ pub fn decode_command(buf: &[u8]) -> Result<Option<(Command, usize)>, CommandErr
         b'U' => Command::Unknown(d.to_vec()),
         other => return Err(CommandError::Unknown(other as char)),
     };
-    Ok(Some((c, 4 + len)))
-}
-
-fn nul_terminated(parts: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for p in parts {
-        v.extend_from_slice(p);
-        v.push(0);
-    }
-    v
+    Ok(Some((c, used)))
 }
 
 /// Encode a reply the milter sends (OPTNEG, verdicts, header changes).
@@ -187,7 +159,7 @@ pub fn encode_reply(r: &Reply) -> Vec<u8> {
         },
         Reply::DelRcpt(rcpt) => packet(b'-', &nul_terminated(&[rcpt.as_bytes()])),
         Reply::ReplaceBody(b) => packet(b'b', b),
-        Reply::ChangeFrom { from, args } => packet(b'e', &nul_terminated(&[from.as_bytes(), args.as_deref().unwrap_or("").as_bytes()])),
+        Reply::ChangeFrom { from, args } => packet(b'e', &nul_terminated(&[from.as_str(), args.as_deref().unwrap_or("")])),
         Reply::SetSymList => packet(b'l', &[]),
         Reply::Shutdown => packet(b'4', &[]),
         Reply::ConnFail => packet(b'f', &[]),

@@ -11,13 +11,47 @@ pub(crate) fn packet(cmd: u8, data: &[u8]) -> Vec<u8> {
     p
 }
 
-fn cstrs(parts: &[&str]) -> Vec<u8> {
+/// A packet's command byte, its data, and the bytes it took.
+pub(crate) type Frame<'a> = (u8, &'a [u8], usize);
+
+/// One packet from the front of `buf`, either direction: `Ok(None)` when
+/// more bytes are needed, else its command byte, its data and the bytes it
+/// used; `Err(len)` for a length of zero or over `max`.
+pub(crate) fn frame(buf: &[u8], max: usize) -> Result<Option<Frame<'_>>, usize> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len == 0 || len > max {
+        return Err(len);
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    Ok(Some((buf[4], &buf[5..4 + len], 4 + len)))
+}
+
+/// Each part followed by a NUL.
+pub(crate) fn nul_terminated<P: AsRef<[u8]>>(parts: &[P]) -> Vec<u8> {
     let mut v = Vec::new();
     for p in parts {
-        v.extend_from_slice(p.as_bytes());
+        v.extend_from_slice(p.as_ref());
         v.push(0);
     }
     v
+}
+
+/// NUL-terminated strings, kept as bytes (header values may be 8-bit).
+pub(crate) fn nul_strings(d: &[u8]) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = d.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+    if d.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+fn cstrs(parts: &[&str]) -> Vec<u8> {
+    nul_terminated(parts)
 }
 
 /// OPTNEG: version 6, every action, and the protocol flags `protocol` the

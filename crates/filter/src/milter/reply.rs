@@ -1,6 +1,7 @@
 //! The milter's replies (`SMFIR_*`): verdicts, progress, and the
 //! modifications it may ask for at end of message.
 
+use super::packet::nul_strings;
 use super::protocol::Negotiated;
 
 /// A milter's reply.
@@ -86,34 +87,10 @@ fn valid_name(n: &[u8]) -> bool {
 /// Decode one reply from the front of `buf`: `Ok(None)` when more bytes are
 /// needed, else the reply and the bytes it used.
 pub fn decode(buf: &[u8]) -> Result<Option<(Reply, usize)>, Error> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len == 0 || len > MAX_PACKET {
-        return Err(Error::TooLarge(len));
-    }
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    let cmd = buf[4];
-    let d = &buf[5..4 + len];
+    let Some((cmd, d, used)) = super::packet::frame(buf, MAX_PACKET).map_err(Error::TooLarge)? else { return Ok(None) };
     let c = cmd as char;
-    let strs = || -> Vec<String> {
-        let mut v: Vec<String> = d.split(|&b| b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
-        if d.last() == Some(&0) {
-            v.pop();
-        }
-        v
-    };
-    // NUL-terminated byte strings, kept as bytes (header values may be 8-bit).
-    let raw = |d: &[u8]| -> Vec<Vec<u8>> {
-        let mut v: Vec<Vec<u8>> = d.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
-        if d.last() == Some(&0) {
-            v.pop();
-        }
-        v
-    };
+    let strs = || -> Vec<String> { nul_strings(d).iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect() };
+    let raw = nul_strings;
     let idx = || -> Result<(u32, Vec<Vec<u8>>), Error> {
         if d.len() < 4 {
             return Err(Error::Malformed(c));
@@ -184,7 +161,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Reply, usize)>, Error> {
         }
         other => return Err(Error::Unknown(other as char)),
     };
-    Ok(Some((r, 4 + len)))
+    Ok(Some((r, used)))
 }
 
 #[cfg(test)]

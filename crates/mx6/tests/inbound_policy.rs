@@ -202,17 +202,8 @@ fn forged_results_removed_and_exemptions_apply() {
 fn dkim_signatures_from_dkimpy() {
     let dir = std::env::temp_dir().join(format!("mx6-dkim-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("key.pem");
-    assert!(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048").output().unwrap().status.success());
-    let der = Command::new("openssl").args(["rsa", "-pubout", "-outform", "DER", "-in"]).arg(&key).output().unwrap().stdout;
-    let b64 = run_with_stdin(
-        Command::new("/usr/bin/python3").args(["-c", "import sys,base64; print(base64.b64encode(sys.stdin.buffer.read()).decode())"]),
-        &der,
-    );
-    let p = String::from_utf8(b64.stdout).unwrap().trim().to_string();
-    let record = format!("v=DKIM1; k=rsa; p={p}");
-    let chunks: Vec<String> = record.as_bytes().chunks(200).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
-    let zone = format!("{ZONE}\nsel._domainkey.dkim.test TXT {}\n", chunks.join(" "));
+    let (key, txt) = dkim_rsa_key(&dir);
+    let zone = format!("{ZONE}\nsel._domainkey.dkim.test TXT {txt}\n");
     let s = Server::start_with_zone("inbound-dkim", &zone, &extra());
 
     let msg = message("a@dkim.test", "signed");

@@ -368,16 +368,8 @@ fn postfix_uses_mx6_milter() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // dkimpy's key for dkim.test, published in the test DNS server.
-    let key = dir.join("key.pem");
-    assert!(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048").output().unwrap().status.success());
-    let der = Command::new("openssl").args(["rsa", "-pubout", "-outform", "DER", "-in"]).arg(&key).output().unwrap().stdout;
-    let b64 = run_with_stdin(
-        Command::new("/usr/bin/python3").args(["-c", "import sys,base64; print(base64.b64encode(sys.stdin.buffer.read()).decode())"]),
-        &der,
-    );
-    let record = format!("v=DKIM1; k=rsa; p={}", String::from_utf8(b64.stdout).unwrap().trim());
-    let chunks: Vec<String> = record.as_bytes().chunks(200).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
-    let zone = format!("{MILTER_ZONE}\nsel._domainkey.dkim.test TXT {}\n", chunks.join(" "));
+    let (key, txt) = dkim_rsa_key(&dir);
+    let zone = format!("{MILTER_ZONE}\nsel._domainkey.dkim.test TXT {txt}\n");
     let dns = mx6_testdns::TestDns::start(mx6_testdns::Zone::parse(&zone));
 
     // mx6 milter, with an ed25519 key for sign.test made by `mx6 dkim keygen`.

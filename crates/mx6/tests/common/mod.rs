@@ -415,6 +415,21 @@ impl Drop for LoAddresses {
     }
 }
 
+/// An RSA 2048 key for dkimpy to sign with (`dir/key.pem`, made by openssl)
+/// and its DKIM record as test-zone TXT data (quoted strings of 200 octets).
+pub fn dkim_rsa_key(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("key.pem");
+    assert!(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048").output().unwrap().status.success());
+    let der = Command::new("openssl").args(["rsa", "-pubout", "-outform", "DER", "-in"]).arg(&key).output().unwrap().stdout;
+    let b64 = run_with_stdin(
+        Command::new("/usr/bin/python3").args(["-c", "import sys,base64; print(base64.b64encode(sys.stdin.buffer.read()).decode())"]),
+        &der,
+    );
+    let record = format!("v=DKIM1; k=rsa; p={}", String::from_utf8(b64.stdout).unwrap().trim());
+    let chunks: Vec<String> = record.as_bytes().chunks(200).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+    (key, chunks.join(" "))
+}
+
 /// Run `cmd` with `input` on its stdin; stdout and stderr are captured.
 pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");

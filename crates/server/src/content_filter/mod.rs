@@ -6,11 +6,9 @@
 //! - [`spamd`]: one spamd scan (SPAMC/1.5);
 //! - [`reroute`]: routing the recipients a milter added;
 //! - [`message`]: the origin, envelope and verdict they share;
-//! - [`stream`]: connecting to a filter (TCP or unix socket).
 
 pub mod chain;
 pub mod message;
 pub mod milter;
 pub mod reroute;
 pub mod spamd;
-pub mod stream;

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::admin::metrics::Metrics;
 use crate::content_filter::message::{Message, Origin, Verdict};
-use crate::content_filter::stream::open;
+use crate::net::stream::open;
 
 /// Scan `m` with spamd at `addr` and decide.
 pub async fn filter(c: &ContentFilterConfig, addr: &FilterAddress, o: &Origin<'_>, mut m: Message, metrics: &Metrics) -> Verdict {

@@ -7,8 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mx6_config::{Config, FilterAddress};
-use tokio::io::{AsyncRead, AsyncWrite};
+use mx6_config::Config;
 
 use crate::admin::metrics::Metrics;
 use crate::checks::inbound::Inbound;
@@ -27,24 +26,6 @@ pub enum MilterServerError {
     Store(#[from] mx6_store::StoreError),
     #[error("{0}")]
     Dkim(#[from] mx6_auth::sign::SignError),
-}
-
-async fn accept_loop<S, F, Fut>(mut accept: F, judge: &Arc<Judge>, mut stop: std::pin::Pin<&mut impl Future<Output = ()>>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = std::io::Result<S>>,
-{
-    loop {
-        tokio::select! {
-            a = accept() => match a {
-                Ok(s) => { tokio::spawn(conversation::run(s, judge.clone())); }
-                // Out of descriptors: wait rather than spin.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            _ = &mut stop => break,
-        }
-    }
 }
 
 /// Run until `stop` resolves.
@@ -72,23 +53,11 @@ pub async fn serve(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Mi
     if let Some(addr) = cfg.metrics.listen {
         crate::admin::http::serve_unless_taken(addr, crate::net::listener::bind(addr), metrics.clone(), stop_rx.clone());
     }
-    let listen = cfg.milter_server.listen.clone();
-    let err = |source| MilterServerError::Listen { key: "milter_server.listen", address: listen.to_string(), source };
-    tokio::pin!(stop);
-    match &listen {
-        FilterAddress::Unix(path) => {
-            let _ = std::fs::remove_file(path);
-            let l = tokio::net::UnixListener::bind(path).map_err(err)?;
-            tracing::info!(listen = %listen, "milter server ready");
-            accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &judge, stop).await;
-            let _ = std::fs::remove_file(path);
-        }
-        FilterAddress::Tcp(addr) => {
-            let l = crate::net::listener::bind(*addr).map_err(err)?;
-            tracing::info!(listen = %listen, "milter server ready");
-            accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &judge, stop).await;
-        }
-    }
+    let listen = &cfg.milter_server.listen;
+    let j = judge.clone();
+    crate::net::stream::serve(listen, "milter server", move |s| conversation::run(s, j.clone()), stop)
+        .await
+        .map_err(|source| MilterServerError::Listen { key: "milter_server.listen", address: listen.to_string(), source })?;
     let _ = stop_tx.send(true);
     let _ = saver.await;
     judge.state.save();

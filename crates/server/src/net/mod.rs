@@ -5,6 +5,8 @@
 //!   cap, implicit TLS;
 //! - [`conn`]: the client connection, plain or TLS;
 //! - [`proxy`]: PROXY protocol v1/v2 (HAProxy);
+//! - [`stream`]: TCP or unix-socket streams: to content filters, and the
+//!   servers of `mx6 policyd` and `mx6 milter`;
 //! - [`tls`]: the rustls server configuration and its certificate;
 //! - [`privileges`]: dropping root after binding.
 
@@ -12,4 +14,5 @@ pub mod conn;
 pub mod listener;
 pub mod privileges;
 pub mod proxy;
+pub mod stream;
 pub mod tls;

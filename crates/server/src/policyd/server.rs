@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mx6_config::Config;
+use mx6_config::{Config, FilterAddress};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::admin::metrics::Metrics;
@@ -64,23 +64,6 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, judge: Arc
     }
 }
 
-/// Serve connections from `accept` until `stop` resolves.
-async fn accept_loop<S, F, Fut>(mut accept: F, judge: &Arc<Judge>, mut stop: std::pin::Pin<&mut impl Future<Output = ()>>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = std::io::Result<S>>,
-{
-    loop {
-        tokio::select! {
-            a = accept() => if let Ok(s) = a {
-                tokio::spawn(connection(s, judge.clone()));
-            },
-            _ = &mut stop => break,
-        }
-    }
-}
-
 /// Run until `stop` resolves.
 pub async fn serve(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), PolicydError> {
     let metrics = Arc::new(Metrics::new());
@@ -103,21 +86,18 @@ pub async fn serve(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Po
         state,
     });
     let listen = cfg.policyd.listen.clone();
-    tokio::pin!(stop);
-    if let Some(path) = listen.strip_prefix("unix:") {
-        let _ = std::fs::remove_file(path);
-        let l = tokio::net::UnixListener::bind(path).map_err(|e| PolicydError::Listen(listen.clone(), e))?;
-        tracing::info!(listen = %listen, "policyd ready");
-        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &judge, stop).await;
-        let _ = std::fs::remove_file(path);
-    } else {
-        let addr: std::net::SocketAddr = listen
-            .parse()
-            .map_err(|_| PolicydError::Listen(listen.clone(), std::io::Error::other("expected [v6]:port, v4:port or unix:/path")))?;
-        let l = crate::net::listener::bind(addr).map_err(|e| PolicydError::Listen(listen.clone(), e))?;
-        tracing::info!(listen = %listen, "policyd ready");
-        accept_loop(|| async { l.accept().await.map(|(s, _)| s) }, &judge, stop).await;
-    }
+    let addr = match listen.strip_prefix("unix:") {
+        Some(path) => FilterAddress::Unix(path.into()),
+        None => FilterAddress::Tcp(
+            listen
+                .parse()
+                .map_err(|_| PolicydError::Listen(listen.clone(), std::io::Error::other("expected [v6]:port, v4:port or unix:/path")))?,
+        ),
+    };
+    let j = judge.clone();
+    crate::net::stream::serve(&addr, "policyd", move |s| connection(s, j.clone()), stop)
+        .await
+        .map_err(|e| PolicydError::Listen(listen.clone(), e))?;
     let _ = stop_saver.send(true);
     let _ = saver.await;
     judge.state.save();

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::content_filter::milter::error::MilterError;
 use crate::content_filter::milter::mods::Mods;
-use crate::content_filter::stream::{open, Stream};
+use crate::net::stream::{open, Stream};
 
 /// The protocol steps mx6 offers: everything but `SMFIP_RCPT_REJ` (refused
 /// recipients are not shown to milters) .

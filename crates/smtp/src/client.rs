@@ -6,7 +6,8 @@
 //! AUTH PLAIN/LOGIN (RFC 4954, only inside TLS), PIPELINING (RFC 2920: MAIL,
 //! every RCPT and DATA in one write), SIZE (RFC 1870), 8BITMIME (RFC 6152) and
 //! SMTPUTF8 (RFC 6531: a message that needs it is not sent to a server without
-//! it). Every recipient gets its own result; with LMTP, one reply per accepted
+//! it) and DSN (RFC 3461: the sender's RET, ENVID, NOTIFY and ORCPT are passed
+//! on to a server that offers it; [`Outcome::dsn`] says whether it did). Every recipient gets its own result; with LMTP, one reply per accepted
 //! recipient after the data (RFC 2033 §4.2).
 //!
 //! Defends against: servers that send endless or malformed replies (bounded
@@ -97,6 +98,10 @@ pub struct Transaction {
     pub size: usize,
     pub eight_bit: bool,
     pub smtputf8: bool,
+    /// The sender's DSN parameters, passed on when the server offers DSN.
+    pub dsn: crate::dsn::MailDsn,
+    /// One per recipient (or empty: none given).
+    pub rcpt_dsn: Vec<crate::dsn::RcptDsn>,
 }
 
 /// The result for one recipient.
@@ -134,6 +139,9 @@ pub struct Outcome {
     pub tls: bool,
     /// The server's name from its EHLO reply.
     pub server_name: String,
+    /// The server offered DSN, so the DSN parameters went with the
+    /// transaction and notices of success are its business (RFC 3461 §5.2.2).
+    pub dsn: bool,
 }
 
 /// The next thing the driver must do.
@@ -278,7 +286,7 @@ impl Client {
     /// Every undecided recipient gets `r` (as deferred or failed by its code).
     fn outcome_with(&mut self, r: ServerReply) -> Outcome {
         let rcpts = self.results.iter().map(|x| x.clone().unwrap_or_else(|| RcptResult::from_reply(r.clone()))).collect();
-        Outcome { rcpts, tls: self.tls, server_name: self.server_name.clone() }
+        Outcome { rcpts, tls: self.tls, server_name: self.server_name.clone(), dsn: self.has("DSN") }
     }
 
     /// End the session: QUIT, then the outcome.
@@ -398,18 +406,30 @@ impl Client {
         if self.txn.smtputf8 {
             cmd.push_str(" SMTPUTF8");
         }
+        if self.has("DSN") {
+            cmd.push_str(&self.txn.dsn.params());
+        }
         cmd.push_str("\r\n");
         self.state = State::Envelope;
         self.pipelined = self.has("PIPELINING");
         self.expected = self.txn.rcpts.len() + 2;
         self.got.clear();
         if self.pipelined {
-            for r in &self.txn.rcpts {
-                cmd.push_str(&format!("RCPT TO:<{r}>\r\n"));
+            for i in 0..self.txn.rcpts.len() {
+                cmd.push_str(&self.rcpt_command(i));
             }
             cmd.push_str("DATA\r\n");
         }
         self.send(cmd);
+    }
+
+    /// `RCPT TO:<…>`, with the recipient's DSN parameters when the server offers DSN.
+    fn rcpt_command(&self, i: usize) -> String {
+        let dsn = match self.txn.rcpt_dsn.get(i) {
+            Some(d) if self.has("DSN") => d.params(),
+            _ => String::new(),
+        };
+        format!("RCPT TO:<{}>{dsn}\r\n", self.txn.rcpts[i])
     }
 
     fn on_envelope_reply(&mut self, r: ServerReply) {
@@ -426,7 +446,7 @@ impl Client {
             return self.finish(r);
         }
         if i == 0 && !self.pipelined {
-            return self.send(format!("RCPT TO:<{}>\r\n", self.txn.rcpts[0]));
+            return self.send(self.rcpt_command(0));
         }
         if (1..=n).contains(&i) {
             if self.results[i - 1].is_none() && !r.is_positive() {
@@ -434,7 +454,7 @@ impl Client {
             }
             if !self.pipelined {
                 if i < n {
-                    return self.send(format!("RCPT TO:<{}>\r\n", self.txn.rcpts[i]));
+                    return self.send(self.rcpt_command(i));
                 }
                 if self.results.iter().all(Option::is_some) {
                     return self.finish(ServerReply::local(451, "4.4.0 no recipient accepted"));
@@ -563,6 +583,8 @@ mod tests {
                 size: 10,
                 eight_bit: false,
                 smtputf8: false,
+                dsn: Default::default(),
+                rcpt_dsn: Vec::new(),
             },
             b"Subject: x\r\n\r\n.hi\r\n".to_vec(),
         )
@@ -631,6 +653,25 @@ mod tests {
         let o = o.unwrap();
         assert!(matches!(&o.rcpts[0], RcptResult::Delivered(_)));
         assert!(matches!(&o.rcpts[1], RcptResult::Deferred(r) if r.code == 452));
+    }
+
+    #[test]
+    fn dsn_parameters_go_only_to_a_server_that_offers_dsn() {
+        use crate::dsn::{MailDsn, Notify, RcptDsn, Ret};
+        let with = |c: &mut Client| {
+            c.txn.dsn = MailDsn { ret: Some(Ret::Hdrs), envid: Some("id 1".into()) };
+            c.txn.rcpt_dsn = vec![RcptDsn { notify: Some(Notify::NEVER), orcpt: None }, RcptDsn::default()];
+        };
+        let mut c = client(false, &["x@a.test", "y@a.test"]);
+        with(&mut c);
+        let (sent, o) = run(&mut c, &["220 mx", "250-mx", "250 DSN", "250 ok", "250 ok", "250 ok", "354 go", "250 ok"]);
+        assert!(sent.contains("MAIL FROM:<a@me.test> RET=HDRS ENVID=id+201\r\nRCPT TO:<x@a.test> NOTIFY=NEVER\r\nRCPT TO:<y@a.test>\r\n"), "{sent}");
+        assert!(o.unwrap().dsn);
+        let mut c = client(false, &["x@a.test", "y@a.test"]);
+        with(&mut c);
+        let (sent, o) = run(&mut c, &["220 mx", "250 mx", "250 ok", "250 ok", "250 ok", "354 go", "250 ok"]);
+        assert!(sent.contains("MAIL FROM:<a@me.test>\r\nRCPT TO:<x@a.test>\r\n"), "{sent}");
+        assert!(!o.unwrap().dsn);
     }
 
     #[test]

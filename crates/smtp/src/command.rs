@@ -1,11 +1,13 @@
 //! SMTP command parser (RFC 5321 §4.1.1) with the ESMTP parameters of
-//! RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME), RFC 6531 (SMTPUTF8) and
-//! RFC 3030 (BDAT).
+//! RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME), RFC 6531 (SMTPUTF8),
+//! RFC 3461 (DSN: RET, ENVID, NOTIFY, ORCPT; [`crate::dsn`]) and RFC 3030 (BDAT).
 //!
 //! Input is one command line without its line ending. Verbs are case-insensitive;
-//! unknown parameters are refused by the session (555 5.5.4).
+//! unknown parameters are refused by the session (555 5.5.4), malformed
+//! values of known ones are syntax errors (501 5.5.4).
 
 use crate::address::{parse_domain, parse_path, AddressError, Domain, Path};
+use crate::dsn::{self, MailDsn, RcptDsn};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -17,9 +19,12 @@ pub enum Command {
     },
     Rcpt {
         path: Path,
+        dsn: RcptDsn,
     },
     /// `RCPT TO:<postmaster>` without a domain (RFC 5321 §4.5.1: always accepted).
-    RcptPostmaster,
+    RcptPostmaster {
+        dsn: RcptDsn,
+    },
     Data,
     Bdat {
         size: u64,
@@ -48,6 +53,7 @@ pub struct MailParams {
     pub size: Option<u64>,
     pub body_8bit: bool,
     pub smtputf8: bool,
+    pub dsn: MailDsn,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,7 +140,11 @@ fn mail(arg: &str) -> Result<Command, CommandError> {
             Some(i) => (&p[..i], Some(&p[i + 1..])),
             None => (p, None),
         };
-        match (k.to_ascii_uppercase().as_str(), v) {
+        let key = k.to_ascii_uppercase();
+        if dsn::mail_param(&mut params.dsn, &key, v).map_err(CommandError::Syntax)? {
+            continue;
+        }
+        match (key.as_str(), v) {
             ("SIZE", Some(v)) => {
                 params.size = Some(
                     v.parse()
@@ -156,18 +166,26 @@ fn rcpt(arg: &str) -> Result<Command, CommandError> {
     let rest = strip_keyword(arg, "TO:").ok_or(CommandError::Syntax("RCPT TO:<address>"))?;
     let bare = rest.trim_start_matches(' ');
     if bare.get(..12).is_some_and(|p| p.eq_ignore_ascii_case("<postmaster>")) {
-        if let Some(p) = bare[12..].split(' ').find(|p| !p.is_empty()) {
-            return Err(CommandError::Parameter(p.chars().take(32).filter(|c| c.is_ascii_graphic()).collect()));
-        }
-        return Ok(Command::RcptPostmaster);
+        return Ok(Command::RcptPostmaster { dsn: rcpt_params(&bare[12..])? });
     }
     // RCPT addresses may be UTF-8; the session checks that MAIL said SMTPUTF8.
     let (path, params_str) = parse_path(rest, false, true)?;
-    if let Some(p) = params_str.split(' ').find(|p| !p.is_empty()) {
-        let k = p.split('=').next().unwrap_or(p);
-        return Err(CommandError::Parameter(k.chars().take(32).filter(|c| c.is_ascii_graphic()).collect()));
+    Ok(Command::Rcpt { path, dsn: rcpt_params(params_str)? })
+}
+
+/// The parameters of RCPT: only the DSN ones exist.
+fn rcpt_params(params: &str) -> Result<RcptDsn, CommandError> {
+    let mut d = RcptDsn::default();
+    for p in params.split(' ').filter(|p| !p.is_empty()) {
+        let (k, v) = match p.find('=') {
+            Some(i) => (&p[..i], Some(&p[i + 1..])),
+            None => (p, None),
+        };
+        if !dsn::rcpt_param(&mut d, &k.to_ascii_uppercase(), v, true).map_err(CommandError::Syntax)? {
+            return Err(CommandError::Parameter(k.chars().take(32).filter(|c| c.is_ascii_graphic()).collect()));
+        }
     }
-    Ok(Command::Rcpt { path })
+    Ok(d)
 }
 
 fn bdat(arg: &str) -> Result<Command, CommandError> {
@@ -202,12 +220,30 @@ mod tests {
     #[test]
     fn mail_parameters() {
         let Command::Mail { params, .. } = parse("MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME").unwrap() else { panic!() };
-        assert_eq!(params, MailParams { size: Some(1000), body_8bit: true, smtputf8: false });
+        assert_eq!(params, MailParams { size: Some(1000), body_8bit: true, ..Default::default() });
         assert!(matches!(parse("MAIL FROM:<a@b.test> FOO=1"), Err(CommandError::Parameter(p)) if p == "FOO"));
         assert!(matches!(parse("MAIL FROM: <a@b.test>"), Ok(Command::Mail { .. })));
         assert!(matches!(parse("MAIL FROM:<jörg@b.test> SMTPUTF8"), Ok(Command::Mail { params: MailParams { smtputf8: true, .. }, .. })));
         assert!(parse("MAIL FROM:<jörg@b.test>").is_err());
         assert!(parse("MAIL TO:<a@b.test>").is_err());
+    }
+
+    #[test]
+    fn dsn_parameters() {
+        let Command::Mail { params, .. } = parse("MAIL FROM:<a@b.test> RET=HDRS ENVID=QQ+2B1 SIZE=5").unwrap() else { panic!() };
+        assert_eq!(params.dsn, MailDsn { ret: Some(dsn::Ret::Hdrs), envid: Some("QQ+1".into()) });
+        assert_eq!(params.size, Some(5));
+        assert!(matches!(parse("MAIL FROM:<a@b.test> RET=BODY"), Err(CommandError::Syntax(_))));
+        assert!(matches!(parse("MAIL FROM:<a@b.test> ENVID=a+0Db"), Err(CommandError::Syntax(_))));
+        assert!(matches!(parse("MAIL FROM:<a@b.test> NOTIFY=NEVER"), Err(CommandError::Parameter(p)) if p == "NOTIFY"));
+        let Command::Rcpt { dsn, .. } = parse("RCPT TO:<c@d.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;C@d.test").unwrap() else { panic!() };
+        assert_eq!(dsn.notify, Some(dsn::Notify { success: true, failure: false, delay: true }));
+        assert_eq!(dsn.orcpt.unwrap().addr, "C@d.test");
+        assert!(matches!(parse("RCPT TO:<c@d.test> NOTIFY=NEVER,SUCCESS"), Err(CommandError::Syntax(_))));
+        assert!(matches!(parse("RCPT TO:<c@d.test> ORCPT=c@d.test"), Err(CommandError::Syntax(_))));
+        assert!(matches!(parse("RCPT TO:<c@d.test> NOTIFY=FAILURE NOTIFY=DELAY"), Err(CommandError::Syntax(_))));
+        assert!(matches!(parse("RCPT TO:<c@d.test> FOO=1"), Err(CommandError::Parameter(p)) if p == "FOO"));
+        assert!(matches!(parse("RCPT TO:<Postmaster> NOTIFY=NEVER"), Ok(Command::RcptPostmaster { dsn: RcptDsn { notify: Some(_), .. } })));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! mx6-smtp: the SMTP protocol core, free of I/O (RFC 5321).
 //!
 //! - [`command`]: command line parser and ESMTP parameters;
+//! - [`dsn`]: the DSN extension's parameters and xtext (RFC 3461);
 //! - [`address`]: envelope address grammar and address literals;
 //! - [`data`]: DATA/BDAT content decoding with the smuggling defense;
 //! - [`reply`]: every reply code and text, in one place;
@@ -13,6 +14,7 @@ pub mod address;
 pub mod client;
 pub mod command;
 pub mod data;
+pub mod dsn;
 pub mod received;
 pub mod reply;
 pub mod session;

@@ -1,6 +1,6 @@
 //! The SMTP server session as a sans-IO state machine (RFC 5321 §4.1, §4.3.2;
 //! PIPELINING RFC 2920, CHUNKING RFC 3030, STARTTLS RFC 3207, SIZE RFC 1870,
-//! 8BITMIME RFC 6152, SMTPUTF8 RFC 6531, ENHANCEDSTATUSCODES RFC 2034).
+//! 8BITMIME RFC 6152, SMTPUTF8 RFC 6531, ENHANCEDSTATUSCODES RFC 2034, DSN RFC 3461).
 //!
 //! Bytes and time go in (`receive`, `handle_timeout`); replies, questions for
 //! the policy ("may this recipient be accepted?", "store this message") and
@@ -21,6 +21,7 @@ use memchr::memchr;
 use crate::address::AddressError;
 use crate::address::{Domain, Mailbox, Path};
 use crate::command::{self, Command, CommandError, HeloArg, MailParams};
+use crate::dsn::RcptDsn;
 use crate::data::{check_chunked, ContentError, DataDecoder};
 use crate::reply::{self, Reply};
 
@@ -158,6 +159,8 @@ pub struct Envelope {
     pub from: Path,
     pub params: MailParams,
     pub rcpts: Vec<Mailbox>,
+    /// The DSN parameters of each of `rcpts`, in the same order (RFC 3461).
+    pub rcpt_dsn: Vec<RcptDsn>,
     pub helo: String,
     /// The authenticated user (RFC 4954).
     pub auth: Option<String>,
@@ -197,6 +200,7 @@ struct Transaction {
     from: Path,
     params: MailParams,
     rcpts: Vec<Mailbox>,
+    rcpt_dsn: Vec<RcptDsn>,
     /// DATA or BDAT seen (they can not be mixed).
     chunks: Option<Vec<u8>>,
     /// A BDAT chunk overflowed the size limit: read the rest, then refuse.
@@ -219,6 +223,7 @@ enum Pending {
     },
     Rcpt {
         to: Mailbox,
+        dsn: RcptDsn,
     },
     /// DATA (`None`) or the first BDAT chunk's size and LAST flag.
     Data {
@@ -434,12 +439,13 @@ impl Session {
                 self.reply(reply::auth_ok());
             }
             (Pending::Mail { from, params }, _) => {
-                self.tx = Some(Transaction { from, params, rcpts: Vec::new(), chunks: None, chunk_error: None });
+                self.tx = Some(Transaction { from, params, rcpts: Vec::new(), rcpt_dsn: Vec::new(), chunks: None, chunk_error: None });
                 self.reply(reply::sender_ok());
             }
-            (Pending::Rcpt { to }, _) => {
+            (Pending::Rcpt { to, dsn }, _) => {
                 if let Some(tx) = self.tx.as_mut() {
                     tx.rcpts.push(to);
+                    tx.rcpt_dsn.push(dsn);
                 }
                 self.reply(reply::recipient_ok());
             }
@@ -470,6 +476,7 @@ impl Session {
             "SMTPUTF8".into(),
             "ENHANCEDSTATUSCODES".into(),
             "CHUNKING".into(),
+            "DSN".into(),
         ];
         if self.cfg.starttls && !self.tls {
             e.push("STARTTLS".into());
@@ -652,6 +659,7 @@ impl Session {
             from: tx.from,
             params: tx.params,
             rcpts: tx.rcpts,
+            rcpt_dsn: tx.rcpt_dsn,
             helo: self.helo.as_ref().map(|(h, _)| h.clone()).unwrap_or_default(),
             auth: self.auth.clone(),
             protocol,
@@ -706,11 +714,11 @@ impl Session {
                     self.ask(Pending::Mail { from: path.clone(), params: params.clone() }, Ask::Mail { from: path, params, auth });
                 }
             }
-            Command::RcptPostmaster => {
+            Command::RcptPostmaster { dsn } => {
                 let to = Mailbox { local: "postmaster".into(), domain: Domain::Name(self.cfg.postmaster_domain.clone()) };
-                self.rcpt(to);
+                self.rcpt(to, dsn);
             }
-            Command::Rcpt { path } => {
+            Command::Rcpt { path, dsn } => {
                 let Some(to) = path.mailbox else {
                     if self.tx.is_none() {
                         let r = if self.helo.is_none() { reply::need_helo() } else { reply::need_mail() };
@@ -718,7 +726,7 @@ impl Session {
                     }
                     return self.reply(reply::bad_address("empty recipient"));
                 };
-                self.rcpt(to);
+                self.rcpt(to, dsn);
             }
             Command::Data => match self.tx.as_ref() {
                 None if self.helo.is_none() => self.reply(reply::need_helo()),
@@ -760,7 +768,7 @@ impl Session {
         }
     }
 
-    fn rcpt(&mut self, to: Mailbox) {
+    fn rcpt(&mut self, to: Mailbox, dsn: RcptDsn) {
         let Some(tx) = self.tx.as_ref() else {
             let r = if self.helo.is_none() { reply::need_helo() } else { reply::need_mail() };
             return self.reply(r);
@@ -774,7 +782,7 @@ impl Session {
             self.reply(reply::too_many_recipients());
         } else {
             let from = tx.from.clone();
-            self.ask(Pending::Rcpt { to: to.clone() }, Ask::Rcpt { to, from });
+            self.ask(Pending::Rcpt { to: to.clone(), dsn }, Ask::Rcpt { to, from });
         }
     }
 

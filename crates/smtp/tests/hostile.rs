@@ -163,7 +163,9 @@ fn rcpt_to_bare_postmaster_is_postmaster_of_the_primary_domain() {
     let rcpt = t.asks.iter().find(|a| a.starts_with("Rcpt")).unwrap();
     assert!(rcpt.contains("local: \"postmaster\"") && rcpt.contains("Name(\"mx.test\")"), "{rcpt}");
     t.send(0.0, b"RCPT TO:<postmaster> NOTIFY=NEVER\r\n");
-    assert!(t.out.last().unwrap().starts_with("555"), "{:?}", t.out);
+    assert!(t.out.last().unwrap().starts_with("250 2.1.5"), "DSN parameters are allowed: {:?}", t.out);
+    t.send(0.0, b"RCPT TO:<postmaster> XFOO\r\n");
+    assert!(t.out.last().unwrap().starts_with("555 5.5.4"), "{:?}", t.out);
 }
 
 #[test]

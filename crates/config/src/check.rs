@@ -113,6 +113,12 @@ impl Config {
         f.duration("queue.retry_initial", q.retry_initial, SEC, DAY);
         f.duration("queue.retry_max", q.retry_max, SEC, 7 * DAY);
         f.duration("queue.max_age", q.max_age, SEC, 60 * DAY);
+        f.duration("queue.delay_warning", q.delay_warning, Duration::ZERO, 60 * DAY);
+        f.warn_if(
+            !q.delay_warning.is_zero() && q.delay_warning >= q.max_age,
+            "queue.delay_warning",
+            format!("{} is not shorter than queue.max_age, so no delay warning is ever sent", show(q.delay_warning)),
+        );
         f.count("queue.active_limit", q.active_limit as u64, 1, 10_000_000);
         f.count("queue.segment_size", q.segment_size as u64, 64 << 10, 4 << 30);
         f.duration("dns.timeout", self.dns.timeout, Duration::from_millis(10), MIN);

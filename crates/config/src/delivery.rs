@@ -120,6 +120,10 @@ pub struct QueueConfig {
     pub retry_max: Duration,
     #[serde(deserialize_with = "duration")]
     pub max_age: Duration,
+    /// A "delayed" DSN (RFC 3464) goes to the sender once a message has been
+    /// queued this long (Postfix's `delay_warning_time`); zero = never.
+    #[serde(deserialize_with = "duration")]
+    pub delay_warning: Duration,
     /// Free space kept on data_dir's filesystem; below it MAIL gets 452 4.3.1
     /// (Postfix's `queue_minfree`). Unset: 100 MiB, or twice
     /// `limits.message_size` when that is larger ([`QueueConfig::min_free`]).
@@ -138,6 +142,7 @@ impl Default for QueueConfig {
             retry_initial: Duration::from_secs(300),
             retry_max: Duration::from_secs(4 * 3600),
             max_age: Duration::from_secs(5 * 86400),
+            delay_warning: Duration::from_secs(4 * 3600),
             min_free_set: None,
             active_limit: 20_000,
             segment_size: 64 << 20,

@@ -112,6 +112,7 @@ pub async fn lmtp(target: &LmtpTarget, hostname: &str, txn: &Transaction, body: 
         rcpts: all(txn.rcpts.len(), RcptResult::Deferred(local(451, &format!("4.4.1 LMTP {target}: {e}")))),
         peer: None,
         tls: false,
+        dsn: false,
     };
     let o = match target {
         LmtpTarget::Tcp(a) => match tokio::time::timeout(timeout, TcpStream::connect(a)).await {
@@ -125,7 +126,7 @@ pub async fn lmtp(target: &LmtpTarget, hostname: &str, txn: &Transaction, body: 
             Err(_) => return fail(std::io::ErrorKind::TimedOut.into()),
         },
     };
-    Delivery { rcpts: o.rcpts, peer: None, tls: false }
+    Delivery { rcpts: o.rcpts, peer: None, tls: false, dsn: o.dsn }
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +170,8 @@ pub struct Delivery {
     /// The host and address that gave the answers, when a session happened.
     pub peer: Option<(String, SocketAddr)>,
     pub tls: bool,
+    /// The peer offered DSN (RFC 3461), so the sender's DSN parameters went on with the message.
+    pub dsn: bool,
 }
 
 fn all(rcpts: usize, r: RcptResult) -> Vec<RcptResult> {
@@ -397,7 +400,7 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
     let n = txn.rcpts.len();
     let hosts = match route(resolver, cfg, domain).await {
         Ok(h) => h,
-        Err(r) => return Delivery { rcpts: all(n, r), peer: None, tls: false },
+        Err(r) => return Delivery { rcpts: all(n, r), peer: None, tls: false, dsn: false },
     };
     let port = cfg.relayhost.as_ref().map(|r| r.port).unwrap_or(cfg.port);
     // Credentials never travel in clear: with AUTH, TLS is required.
@@ -453,13 +456,13 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
                 tried += 1;
                 break;
             }
-            return Delivery { rcpts: o.rcpts, peer: Some((host.clone(), peer)), tls: o.tls };
+            return Delivery { rcpts: o.rcpts, peer: Some((host.clone(), peer)), tls: o.tls, dsn: o.dsn };
         }
         if tried >= MAX_ADDRESSES {
             break;
         }
     }
-    Delivery { rcpts: all(n, last), peer: None, tls: false }
+    Delivery { rcpts: all(n, last), peer: None, tls: false, dsn: false }
 }
 
 /// TLS for outbound SMTP: opportunistic, so certificates are inspected, not

@@ -36,12 +36,13 @@ fn main() {
                     let msg = QueuedMessage {
                         id: mx6_queue::id::next(),
                         from: "bench@client.test".into(),
-                        rcpts: vec![Recipient { address: rcpt.clone(), local: None }],
+                        rcpts: vec![Recipient { address: rcpt.clone(), local: None, ..Default::default() }],
                         received: chrono::Utc::now().timestamp(),
                         client: "2001:db8::1".into(),
                         helo: "client.test".into(),
                         smtputf8: false,
                         junk: false,
+                        ..Default::default()
                     };
                     h.append(&msg, body.clone()).await.expect("append");
                     h.mark_deferred(&msg.id);

@@ -6,7 +6,9 @@
 //! - `<queue id> * deferred`: the message has had a delivery attempt that left
 //!   recipients open. A restart then schedules it by its age
 //!   ([`crate::schedule::Schedule::after_restart`]) instead of trying it at
-//!   once, so a restart does not hammer destinations that are down.
+//!   once, so a restart does not hammer destinations that are down;
+//! - `<queue id> * warned`: its delay warning (RFC 3464 `Action: delayed`)
+//!   has been sent, so a restart does not send it again.
 //!
 //! Only whole lines count: a torn last line was never acknowledged. Lines
 //! this version does not understand are skipped, so a flipped bit costs at
@@ -64,6 +66,7 @@ pub struct DoneEntry {
 pub struct Facts {
     pub done: HashMap<u64, BTreeMap<usize, DoneStatus>>,
     pub deferred: HashSet<u64>,
+    pub warned: HashSet<u64>,
 }
 
 impl Facts {
@@ -75,6 +78,10 @@ impl Facts {
     pub fn was_deferred(&self, id: u64) -> bool {
         self.deferred.contains(&id)
     }
+
+    pub fn was_warned(&self, id: u64) -> bool {
+        self.warned.contains(&id)
+    }
 }
 
 /// Append the line of `e` to `out`.
@@ -85,6 +92,11 @@ pub fn entry_line(out: &mut String, e: &DoneEntry) {
 /// Append the "deferred" mark of `id` to `out`.
 pub fn deferred_line(out: &mut String, id: &str) {
     let _ = writeln!(out, "{id} * deferred");
+}
+
+/// Append the "warned" mark of `id` to `out`.
+pub fn warned_line(out: &mut String, id: &str) {
+    let _ = writeln!(out, "{id} * warned");
 }
 
 /// Read the whole lines of `text` into `facts`.
@@ -100,6 +112,9 @@ pub fn parse(text: &[u8], facts: &mut Facts) {
         match (i, s) {
             ("*", "deferred") => {
                 facts.deferred.insert(id);
+            }
+            ("*", "warned") => {
+                facts.warned.insert(id);
             }
             (i, s) => {
                 if let (Ok(i), Some(s)) = (i.parse::<usize>(), DoneStatus::parse(s)) {

@@ -58,6 +58,8 @@ pub struct Entry {
     /// Asked while active: hold or delete once the attempt ends.
     hold_pending: bool,
     delete_pending: bool,
+    /// Its delay warning has been sent.
+    pub warned: bool,
 }
 
 impl Entry {
@@ -95,6 +97,7 @@ pub struct Due {
     pub loc: Location,
     pub done: Vec<bool>,
     pub attempts: u32,
+    pub warned: bool,
 }
 
 #[derive(Debug, Default)]
@@ -200,6 +203,7 @@ impl Index {
             state,
             hold_pending: false,
             delete_pending: false,
+            warned: false,
         };
         if state == State::Waiting {
             self.schedule.insert((next, id));
@@ -250,7 +254,7 @@ impl Index {
             .filter_map(|(_, id)| {
                 self.set_state(id, State::Active, 0);
                 let e = self.entries.get(&id)?;
-                Some(Due { id, loc: e.loc, done: self.done(id, e), attempts: e.attempts.into() })
+                Some(Due { id, loc: e.loc, done: self.done(id, e), attempts: e.attempts.into(), warned: e.warned })
             })
             .collect()
     }
@@ -278,6 +282,13 @@ impl Index {
         }
         self.set_state(id, if hold { State::Held } else { State::Waiting }, next);
         None
+    }
+
+    /// The delay warning of `id` has been sent.
+    pub fn set_warned(&mut self, id: Id) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.warned = true;
+        }
     }
 
     /// Whether an active message should be held or deleted before its attempt.

@@ -71,7 +71,7 @@ impl Stopped {
 
     fn listed(&self, r: &Recovered, holds: &std::collections::HashSet<String>) -> Result<Listed, OpsError> {
         let msg = spool::read_envelope(&self.dir, &r.location)?;
-        Ok(listed(&msg, &done_flags(r), 0, None, NOT_RECORDED, holds.contains(&r.id)))
+        Ok(listed(&msg, &done_flags(r), 0, None, NOT_RECORDED, holds.contains(&r.id), r.warned))
     }
 
     pub fn list(&self) -> Result<Vec<Listed>, OpsError> {
@@ -119,12 +119,13 @@ mod tests {
         QueuedMessage {
             id: id.into(),
             from: "a@example.org".into(),
-            rcpts: (0..3).map(|i| Recipient { address: format!("u{i}@x.test"), local: None }).collect(),
+            rcpts: (0..3).map(|i| Recipient { address: format!("u{i}@x.test"), local: None, ..Default::default() }).collect(),
             received: 0,
             client: "::1".into(),
             helo: "h".into(),
             smtputf8: false,
             junk: false,
+            ..Default::default()
         }
     }
 

@@ -122,6 +122,8 @@ pub struct Recovered {
     pub done: Vec<usize>,
     /// It had an attempt that left recipients open before the restart.
     pub deferred: bool,
+    /// Its delay warning was sent before the restart.
+    pub warned: bool,
 }
 
 /// What recovery found.
@@ -214,6 +216,14 @@ impl SpoolHandle {
     pub fn mark_deferred(&self, id: &str) {
         let mut text = String::new();
         donelog::deferred_line(&mut text, id);
+        let _ = self.tx.send(Request::Done { text, releases: Vec::new(), reply: None });
+    }
+
+    /// Note that the delay warning of `id` was sent (with the next group
+    /// commit; a crash before it costs at most a second warning).
+    pub fn mark_warned(&self, id: &str) {
+        let mut text = String::new();
+        donelog::warned_line(&mut text, id);
         let _ = self.tx.send(Request::Done { text, releases: Vec::new(), reply: None });
     }
 
@@ -423,6 +433,7 @@ fn open_message(r: recovery::Scanned, facts: &Facts) -> Option<Recovered> {
         n.and_then(|n| facts.done_of(n)).map(|d| d.keys().copied().filter(|&i| i < r.nrcpt).collect()).unwrap_or_default();
     (done.len() < r.nrcpt).then(|| Recovered {
         deferred: n.is_some_and(|n| facts.was_deferred(n)),
+        warned: n.is_some_and(|n| facts.was_warned(n)),
         id: r.id,
         location: r.location,
         nrcpt: r.nrcpt,
@@ -467,6 +478,9 @@ impl Recovery {
                     }
                     if facts.was_deferred(n) {
                         donelog::deferred_line(&mut facts_here, &r.id);
+                    }
+                    if facts.was_warned(n) {
+                        donelog::warned_line(&mut facts_here, &r.id);
                     }
                 }
                 open.extend(open_message(r, &facts));
@@ -737,12 +751,13 @@ mod tests {
         QueuedMessage {
             id: id.into(),
             from: "a@example.org".into(),
-            rcpts: (0..n).map(|i| Recipient { address: format!("u{i}@x.test"), local: Some((format!("u{i}"), "x.test".into())) }).collect(),
+            rcpts: (0..n).map(|i| Recipient { address: format!("u{i}@x.test"), local: Some((format!("u{i}"), "x.test".into())), ..Default::default() }).collect(),
             received: 0,
             client: "::1".into(),
             helo: "h".into(),
             smtputf8: false,
             junk: false,
+            ..Default::default()
         }
     }
 
@@ -791,6 +806,7 @@ mod tests {
         .await
         .unwrap();
         h.mark_deferred(&id(2));
+        h.mark_warned(&id(3));
         drop(h);
         // A crash in the middle of a write: a record cut short at the end.
         let seg = seg_path(&dir, locs[0].segment);
@@ -807,6 +823,7 @@ mod tests {
         let r1 = rec.iter().find(|r| r.id == id(1)).unwrap();
         assert_eq!((r1.done.clone(), r1.deferred), (vec![1], false));
         assert!(rec.iter().find(|r| r.id == id(2)).unwrap().deferred);
+        assert!(rec.iter().find(|r| r.id == id(3)).unwrap().warned && !rec.iter().find(|r| r.id == id(2)).unwrap().warned);
         // The compacted facts survive another restart.
         drop(h);
         std::thread::sleep(Duration::from_millis(50));
@@ -814,6 +831,7 @@ mod tests {
         let (_h, rec, _) = tokio::task::spawn_blocking(move || recover(&dir)).await.unwrap();
         assert_eq!(rec.iter().find(|r| r.id == id(1)).unwrap().done, vec![1]);
         assert!(rec.iter().find(|r| r.id == id(2)).unwrap().deferred);
+        assert!(rec.iter().find(|r| r.id == id(3)).unwrap().warned);
     }
 
     #[tokio::test]

@@ -148,12 +148,13 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
     let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
     let tls = Some(tls::server_config(&cfg.tls, &cfg.data_dir, &cfg.hostname)?);
     let inbound = Arc::new(Inbound::new(&cfg.dns, &cfg.policy, &cfg.dnsbl, &cfg.hostname)?);
-    let mut dkim = Vec::new();
+    let mut keys = Vec::new();
     for d in &cfg.dkim {
         let key = mx6_auth::sign::DkimKey::load(&d.domain, &d.selector, &d.key_path(&cfg.data_dir))?;
         tracing::info!(domain = %key.domain, selector = %key.selector, algorithm = key.algorithm(), "DKIM signing key loaded");
-        dkim.push(key);
+        keys.push(key);
     }
+    let dkim = Arc::new(keys);
     let spool_dir = cfg.path_in_data("spool");
     let opts = mx6_queue::spool::Options { segment_size: cfg.queue.segment_size as u64, quarantine: cfg.path_in_data("quarantine") };
     let (spool, recovery) = mx6_queue::spool::open(&spool_dir, opts)?;
@@ -184,6 +185,7 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         spool: spool.clone(),
         metrics: metrics.clone(),
         destinations,
+        dkim: dkim.clone(),
     });
 
     let sessions = Arc::new(Semaphore::new(cfg.limits.sessions));

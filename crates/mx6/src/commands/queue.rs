@@ -10,12 +10,12 @@ use mx6_server::control::protocol::Request;
 
 #[derive(Subcommand)]
 pub enum QueueCmd {
-    /// Queued messages: id, sender, recipients, age, attempts, next attempt, last error.
+    /// Queued messages: id, sender, recipients, DSN parameters, age, attempts, next attempt, last error.
     List {
         #[arg(long)]
         json: bool,
     },
-    /// One message: its envelope, state and headers.
+    /// One message: its envelope (with the DSN parameters), state and headers.
     Show {
         id: String,
         #[arg(long)]
@@ -107,8 +107,17 @@ pub fn run(cfg: &Config, cmd: &QueueCmd) -> anyhow::Result<()> {
                     next,
                     m.from
                 );
+                let dsn = m.dsn_params();
+                if !dsn.is_empty() {
+                    println!("    dsn: {dsn}");
+                }
+                if m.warned {
+                    println!("    delay warning sent");
+                }
                 for r in &m.recipients {
-                    println!("    {}{}", r.address, if r.done { "  (done)" } else { "" });
+                    let dsn = r.dsn_params();
+                    let dsn = if dsn.is_empty() { String::new() } else { format!("  {dsn}") };
+                    println!("    {}{dsn}{}", r.address, if r.done { "  (done)" } else { "" });
                 }
                 if !m.last_error.is_empty() {
                     println!("    last error: {}", m.last_error);

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub spool_corrupt: IntCounter,
     pub spool_write_failures: IntCounterVec,
     pub spool_free_bytes: IntGauge,
+    pub dsn: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -84,6 +85,12 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(spool_corrupt.clone())).expect("unique metric");
+        let dsn = counter(
+            &r,
+            "mx6_dsn_total",
+            "Delivery status notices queued to senders, by action (failed, delayed, delivered, relayed; RFC 3464).",
+            &["action"],
+        );
         let spool_write_failures = counter(
             &r,
             "mx6_spool_write_failures_total",
@@ -134,6 +141,7 @@ impl Metrics {
             spool_corrupt,
             spool_write_failures,
             spool_free_bytes,
+            dsn,
         }
     }
 

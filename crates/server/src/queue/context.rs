@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use mx6_auth::sign::DkimKey;
 use mx6_queue::index::Effect;
 use mx6_queue::schedule::Schedule;
 use mx6_queue::{DoneEntry, DoneStatus, Location, QueuedMessage, SpoolError, SpoolHandle};
@@ -28,13 +30,15 @@ pub struct Job {
     pub failures: u32,
     /// Came from the spool at start: a delivery may already have happened.
     pub recovered: bool,
+    /// Its delay warning has been sent.
+    pub warned: bool,
 }
 
 impl Job {
     /// A message just committed to the spool.
     pub fn new(msg: QueuedMessage, loc: Location, body: Arc<Vec<u8>>) -> Job {
         let n = msg.rcpts.len();
-        Job { msg: Arc::new(msg), loc, body: Some(body), done: vec![false; n], failures: 0, recovered: false }
+        Job { msg: Arc::new(msg), loc, body: Some(body), done: vec![false; n], failures: 0, recovered: false, warned: false }
     }
 
     /// The family of the client the message came from (`ipv6` when unknown),
@@ -60,6 +64,10 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     pub destinations: Arc<Destinations>,
     pub registry: Arc<Registry>,
+    /// Keys for signing notices (those matching their From domain are used).
+    pub dkim: Arc<Vec<DkimKey>>,
+    /// `queue.delay_warning`; zero = never.
+    pub delay_warning: Duration,
 }
 
 impl Ctx {

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use mx6_delivery::maildir;
 
+use mx6_queue::dsn::Action;
+
 use crate::queue::context::{Ctx, Job};
+use crate::queue::notice;
 use crate::queue::outcome::{local_failure, Fate, Tally};
 
 /// What happened to one job's local recipients in a batch.
@@ -34,6 +37,7 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             return;
         }
     };
+    let now = chrono::Utc::now().timestamp();
     let mut entries = Vec::new();
     let mut retries = Vec::new();
     let mut remote = Vec::new();
@@ -50,7 +54,7 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                 continue;
             }
             tracing::error!(queue_id = %job.msg.id, error = %err, "can not read message from the spool; will retry");
-            retries.push((job, format!("spool read: {err}")));
+            retries.push((job, format!("spool read: {err}"), Vec::new()));
             continue;
         }
         let mut tally = Tally::default();
@@ -66,10 +70,11 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                         queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), to = %to, relay = "local", family,
                         delay = format!("{age:.3}"), status = "sent", file = %path.display(), "{note}"
                     );
+                    tally.successes.push(notice::succeeded(&job.msg, i, Action::Delivered, None, None, now));
                     Fate::Delivered
                 }
                 Err(e) => {
-                    let fate = local_failure(expired, &to, &e.to_string());
+                    let fate = local_failure(expired, i, &to, &e.to_string());
                     tracing::warn!(
                         queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), to = %to, relay = "local", family,
                         delay = format!("{age:.3}"), status = fate.labels(expired).0, error = %e, "local delivery failed"
@@ -80,19 +85,12 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             m.delivery(family, fate.labels(expired).1, age);
             tally.record(&mut job, i, fate);
         }
-        if !tally.failures.is_empty() {
-            // The bounce is queued before the outcomes are recorded: a bounce
-            // that cannot be queued leaves its recipients open.
-            let failures = std::mem::take(&mut tally.failures);
-            if !crate::queue::bounce::queue_for(ctx, &job.msg, job.loc, job.body.clone(), &failures).await {
-                tally.unbounce(&mut job, &failures);
-            }
-        }
+        notice::settle(ctx, &mut job, &mut tally, now).await;
         tally.release_if_finished(&job);
         entries.append(&mut tally.entries);
         let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && ctx.destinations.outbound(&job.msg.rcpts[i]));
-        match tally.deferred {
-            Some(e) => retries.push((job, e)),
+        match tally.deferred.take() {
+            Some(e) => retries.push((job, e, std::mem::take(&mut tally.delays))),
             None if relay_open => remote.push(job),
             None if job.finished() => ctx.registry.finished(&job.msg.id),
             None => {}
@@ -105,7 +103,8 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             tracing::error!(error = %e, "could not record delivery outcomes");
         }
     }
-    for (job, error) in retries {
+    for (mut job, error, delays) in retries {
+        notice::warn_if_delayed(ctx, &mut job, &delays).await;
         ctx.retry(job, &error);
     }
     for (job, err) in corrupt {

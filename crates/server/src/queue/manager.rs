@@ -46,6 +46,8 @@ pub struct Start<'a> {
     pub spool: SpoolHandle,
     pub metrics: Arc<Metrics>,
     pub destinations: Destinations,
+    /// Keys for signing notices.
+    pub dkim: Arc<Vec<mx6_auth::sign::DkimKey>>,
 }
 
 impl QueueManager {
@@ -64,6 +66,8 @@ impl QueueManager {
             metrics: s.metrics,
             destinations: Arc::new(s.destinations),
             registry: registry.clone(),
+            dkim: s.dkim,
+            delay_warning: s.queue.delay_warning,
         });
         let sem = running.clone();
         let c = ctx.clone();
@@ -163,7 +167,15 @@ async fn schedule_loop(ctx: Arc<Ctx>) {
                 let id = mx6_queue::index::format_id(d.id);
                 match env {
                     Ok(msg) => {
-                        let job = Job { msg: Arc::new(msg), loc: d.loc, body: None, done: d.done, failures: d.attempts, recovered: true };
+                        let job = Job {
+                            msg: Arc::new(msg),
+                            loc: d.loc,
+                            body: None,
+                            done: d.done,
+                            failures: d.attempts,
+                            recovered: true,
+                            warned: d.warned,
+                        };
                         let _ = ctx.tx.send(job);
                     }
                     Err(e) if matches!(e, mx6_queue::SpoolError::Corrupt { .. }) => {

@@ -5,16 +5,17 @@
 //! - [`local`]: Maildir delivery with group commit;
 //! - [`remote`]: SMTP and LMTP delivery, grouped by destination;
 //! - [`outcome`]: what an attempt means per recipient (pure);
-//! - [`bounce`]: RFC 3464 reports to the sender;
+//! - [`notice`]: RFC 3464 delivery status notices to the sender (failures,
+//!   delay warnings, the successes asked for with DSN);
 //! - [`context`]: what they share, the job, the retry wait;
 //! - [`destinations`]: remote settings and session limits;
 //! - [`registry`]: what `mx6 queue` sees and does on the running queue.
 
-pub mod bounce;
 pub mod context;
 pub mod destinations;
 pub mod local;
 pub mod manager;
+pub mod notice;
 pub mod outcome;
 pub mod registry;
 pub mod remote;

@@ -1,10 +1,11 @@
 //! What one delivery attempt means for each recipient, decided without I/O:
 //! delivered (done), failed for good or expired after `queue.max_age` (done,
 //! and a bounce; RFC 5321 §4.5.4.1, RFC 3463 `4.4.7`), or deferred (tried
-//! again later). A [`Tally`] collects the spool records and the bounce list
-//! of one message, for local (Maildir) and remote (SMTP, LMTP) attempts alike.
+//! again later). A [`Tally`] collects the spool records and the notices due
+//! (failures, delays, successes) of one message, for local (Maildir) and
+//! remote (SMTP, LMTP) attempts alike.
 
-use mx6_queue::dsn::Failure;
+use mx6_queue::dsn::{Entry, Failure};
 use mx6_queue::{DoneEntry, DoneStatus};
 use mx6_smtp::client::RcptResult;
 
@@ -15,8 +16,8 @@ use crate::queue::context::Job;
 pub enum Fate {
     Delivered,
     Bounced(Failure),
-    /// With the reason, for the registry's last error.
-    Deferred(String),
+    /// With the reason, for the registry's last error and a delay warning.
+    Deferred(Failure),
 }
 
 impl Fate {
@@ -31,38 +32,42 @@ impl Fate {
     }
 }
 
-/// A remote (SMTP or LMTP) answer for `to`; `remote_mta` is the host that gave it.
-pub fn remote(r: &RcptResult, expired: bool, to: &str, remote_mta: Option<&str>) -> Fate {
+/// A remote (SMTP or LMTP) answer for recipient `rcpt` (`to`); `remote_mta`
+/// is the host that gave it.
+pub fn remote(r: &RcptResult, expired: bool, rcpt: usize, to: &str, remote_mta: Option<&str>) -> Fate {
     let reply = r.reply().text();
+    let problem = |status: String, diagnostic: String, smtp_reply: bool| Failure {
+        rcpt,
+        recipient: to.to_string(),
+        status,
+        remote_mta: remote_mta.map(str::to_string),
+        diagnostic,
+        smtp_reply,
+    };
     match r {
         RcptResult::Delivered(_) => Fate::Delivered,
-        RcptResult::Failed(_) => Fate::Bounced(Failure {
-            recipient: to.to_string(),
-            status: r.reply().status(),
-            remote_mta: remote_mta.map(str::to_string),
-            diagnostic: reply,
-        }),
-        RcptResult::Deferred(_) if expired => Fate::Bounced(Failure {
-            recipient: to.to_string(),
-            status: "4.4.7".into(),
-            remote_mta: remote_mta.map(str::to_string),
-            diagnostic: format!("delivery time expired; last error: {reply}"),
-        }),
-        RcptResult::Deferred(_) => Fate::Deferred(reply),
+        RcptResult::Failed(_) => Fate::Bounced(problem(r.reply().status(), reply, remote_mta.is_some())),
+        RcptResult::Deferred(_) if expired => {
+            Fate::Bounced(problem("4.4.7".into(), format!("delivery time expired; last error: {reply}"), false))
+        }
+        RcptResult::Deferred(_) => Fate::Deferred(problem(r.reply().status(), reply, remote_mta.is_some())),
     }
 }
 
-/// A local (Maildir) delivery that failed with `error`.
-pub fn local_failure(expired: bool, to: &str, error: &str) -> Fate {
+/// A local (Maildir) delivery of recipient `rcpt` (`to`) that failed with `error`.
+pub fn local_failure(expired: bool, rcpt: usize, to: &str, error: &str) -> Fate {
+    let problem = |status: &str, diagnostic: String| Failure {
+        rcpt,
+        recipient: to.to_string(),
+        status: status.into(),
+        remote_mta: None,
+        diagnostic,
+        smtp_reply: false,
+    };
     if expired {
-        Fate::Bounced(Failure {
-            recipient: to.to_string(),
-            status: "4.4.7".into(),
-            remote_mta: None,
-            diagnostic: format!("delivery time expired; local delivery failed: {error}"),
-        })
+        Fate::Bounced(problem("4.4.7", format!("delivery time expired; local delivery failed: {error}")))
     } else {
-        Fate::Deferred(error.to_string())
+        Fate::Deferred(problem("4.3.0", error.to_string()))
     }
 }
 
@@ -75,6 +80,10 @@ pub struct Tally {
     pub failures: Vec<Failure>,
     /// The last temporary error, when any recipient stays open.
     pub deferred: Option<String>,
+    /// Recipients that stay open, with why (for a delay warning).
+    pub delays: Vec<Failure>,
+    /// Success notices due, by recipient index.
+    pub successes: Vec<(usize, Entry)>,
 }
 
 impl Tally {
@@ -86,8 +95,9 @@ impl Tally {
                 self.failures.push(f);
                 DoneStatus::Bounced
             }
-            Fate::Deferred(e) => {
-                self.deferred = Some(e);
+            Fate::Deferred(f) => {
+                self.deferred = Some(f.diagnostic.clone());
+                self.delays.push(f);
                 return;
             }
         };
@@ -99,10 +109,7 @@ impl Tally {
     /// open (and are tried again) instead of being recorded as bounced.
     pub fn unbounce(&mut self, job: &mut Job, failures: &[Failure]) {
         for f in failures {
-            let pos = self
-                .entries
-                .iter()
-                .position(|e| e.status == DoneStatus::Bounced && job.msg.rcpts.get(e.rcpt).is_some_and(|r| r.address == f.recipient));
+            let pos = self.entries.iter().position(|e| e.status == DoneStatus::Bounced && e.rcpt == f.rcpt);
             if let Some(p) = pos {
                 let e = self.entries.remove(p);
                 job.done[e.rcpt] = false;
@@ -133,12 +140,13 @@ mod tests {
         let msg = QueuedMessage {
             id: "q1".into(),
             from: "a@x.test".into(),
-            rcpts: (0..n).map(|i| Recipient { address: format!("r{i}@y.test"), local: None }).collect(),
+            rcpts: (0..n).map(|i| Recipient { address: format!("r{i}@y.test"), local: None, ..Default::default() }).collect(),
             received: 0,
             client: "2001:db8::1".into(),
             helo: "h".into(),
             smtputf8: false,
             junk: false,
+            ..Default::default()
         };
         Job::new(msg, Location { segment: 3, offset: 0, env_len: 0, body_len: 0, v1: false }, Arc::new(Vec::new()))
     }
@@ -149,15 +157,17 @@ mod tests {
 
     #[test]
     fn remote_answers() {
-        assert_eq!(remote(&RcptResult::Delivered(reply(250, "2.0.0 ok")), false, "r@y", None), Fate::Delivered);
-        let Fate::Bounced(f) = remote(&RcptResult::Failed(reply(550, "5.1.1 no such user")), false, "r@y", Some("mx.y")) else { panic!() };
+        assert_eq!(remote(&RcptResult::Delivered(reply(250, "2.0.0 ok")), false, 0, "r@y", None), Fate::Delivered);
+        let Fate::Bounced(f) = remote(&RcptResult::Failed(reply(550, "5.1.1 no such user")), false, 2, "r@y", Some("mx.y")) else { panic!() };
         assert_eq!((f.status.as_str(), f.remote_mta.as_deref(), f.diagnostic.as_str()), ("5.1.1", Some("mx.y"), "550 5.1.1 no such user"));
-        assert!(matches!(remote(&RcptResult::Deferred(reply(451, "4.3.0 later")), false, "r@y", None), Fate::Deferred(_)));
-        let Fate::Bounced(f) = remote(&RcptResult::Deferred(reply(451, "4.3.0 later")), true, "r@y", None) else { panic!() };
+        assert_eq!((f.rcpt, f.smtp_reply), (2, true));
+        let Fate::Deferred(d) = remote(&RcptResult::Deferred(reply(451, "4.3.0 later")), false, 0, "r@y", Some("mx.y")) else { panic!() };
+        assert_eq!((d.status.as_str(), d.diagnostic.as_str()), ("4.3.0", "451 4.3.0 later"));
+        let Fate::Bounced(f) = remote(&RcptResult::Deferred(reply(451, "4.3.0 later")), true, 0, "r@y", None) else { panic!() };
         assert_eq!(f.status, "4.4.7");
         assert!(f.diagnostic.starts_with("delivery time expired; last error: 451 4.3.0 later"));
-        assert_eq!(local_failure(true, "r@y", "disk full").labels(true), ("expired", "bounced"));
-        assert_eq!(local_failure(false, "r@y", "disk full"), Fate::Deferred("disk full".into()));
+        assert_eq!(local_failure(true, 0, "r@y", "disk full").labels(true), ("expired", "bounced"));
+        assert!(matches!(local_failure(false, 0, "r@y", "disk full"), Fate::Deferred(f) if f.diagnostic == "disk full"));
     }
 
     #[test]
@@ -165,14 +175,14 @@ mod tests {
         let mut j = job(3);
         let mut t = Tally::default();
         t.record(&mut j, 0, Fate::Delivered);
-        t.record(&mut j, 1, Fate::Deferred("451 later".into()));
+        t.record(&mut j, 1, local_failure(false, 1, "r1@y.test", "451 later"));
         t.release_if_finished(&j);
         assert_eq!(t.entries.len(), 1);
         assert_eq!(t.entries[0].release, None);
         assert_eq!(t.deferred.as_deref(), Some("451 later"));
         let mut t = Tally::default();
         t.record(&mut j, 1, Fate::Delivered);
-        t.record(&mut j, 2, local_failure(true, "r2@y.test", "gone"));
+        t.record(&mut j, 2, local_failure(true, 2, "r2@y.test", "gone"));
         t.release_if_finished(&j);
         assert_eq!(
             t.entries.iter().map(|e| (e.rcpt, e.status, e.release)).collect::<Vec<_>>(),
@@ -187,7 +197,7 @@ mod tests {
         let mut j = job(2);
         let mut t = Tally::default();
         t.record(&mut j, 0, Fate::Delivered);
-        let f = remote(&RcptResult::Failed(reply(550, "5.1.1 no")), false, "r1@y.test", None);
+        let f = remote(&RcptResult::Failed(reply(550, "5.1.1 no")), false, 1, "r1@y.test", None);
         t.record(&mut j, 1, f);
         let failures = std::mem::take(&mut t.failures);
         t.unbounce(&mut j, &failures);

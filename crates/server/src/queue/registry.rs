@@ -101,6 +101,9 @@ impl Registry {
         let state = if self.held(&r.id) { State::Held } else { State::Waiting };
         let mut x = self.lock();
         x.insert(n, r.location, &done, attempts, state, next);
+        if r.warned {
+            x.set_warned(n);
+        }
         self.gauges(x.counts());
     }
 
@@ -127,6 +130,13 @@ impl Registry {
         drop(x);
         self.wake.notify_one();
         effect
+    }
+
+    /// The delay warning of `id` was sent.
+    pub fn warned(&self, id: &str) {
+        if let Some(n) = index::parse_id(id) {
+            self.lock().set_warned(n);
+        }
     }
 
     /// Whether an active message was held or deleted before its attempt.
@@ -195,6 +205,7 @@ impl Registry {
             next: Option<i64>,
             error: Option<Arc<str>>,
             held: bool,
+            warned: bool,
         }
         let rows: Vec<Row> = {
             let x = self.lock();
@@ -210,6 +221,7 @@ impl Registry {
                         next: (e.state != State::Active).then(|| e.next()),
                         error: x.last_error(e),
                         held: e.state == State::Held,
+                        warned: e.warned,
                     })
                 })
                 .collect()
@@ -223,7 +235,7 @@ impl Registry {
                         return None;
                     }
                 };
-                Some(listed(&msg, &r.done, r.attempts, r.next, r.error.as_deref().unwrap_or(""), r.held))
+                Some(listed(&msg, &r.done, r.attempts, r.next, r.error.as_deref().unwrap_or(""), r.held, r.warned))
             })
             .collect()
     }

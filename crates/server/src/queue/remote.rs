@@ -13,8 +13,12 @@ use std::sync::Arc;
 use mx6_delivery::remote::{self, AddressPreference, Delivery};
 use mx6_smtp::client::Transaction;
 
+use mx6_queue::dsn::Action;
+use mx6_smtp::client::RcptResult;
+
 use crate::queue::context::{Ctx, Job};
-use crate::queue::outcome::{self, Tally};
+use crate::queue::notice;
+use crate::queue::outcome::{self, Fate, Tally};
 
 fn domain_of(addr: &str) -> String {
     mx6_policy::normalize_domain(addr.rsplit_once('@').map(|(_, d)| d).unwrap_or(""))
@@ -63,14 +67,20 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
         async move {
             let _g = out.global().acquire_owned().await;
             let _d = out.destination(&key).acquire_owned().await;
+            let lmtp = key.starts_with("lmtp:");
+            // LMTP is final delivery: its per-recipient replies are the
+            // outcome, and the notices asked for are ours to send, so the DSN
+            // parameters go only to SMTP peers.
             let txn = Transaction {
                 from: msg.from.clone(),
                 rcpts: idx.iter().map(|&i| msg.rcpts[i].address.clone()).collect(),
                 size: body.len(),
                 eight_bit,
                 smtputf8: msg.smtputf8,
+                dsn: if lmtp { Default::default() } else { msg.dsn() },
+                rcpt_dsn: if lmtp { Vec::new() } else { idx.iter().map(|&i| msg.rcpts[i].dsn()).collect() },
             };
-            let d = match (&out.lmtp, key.starts_with("lmtp:")) {
+            let d = match (&out.lmtp, lmtp) {
                 (Some(t), true) => remote::lmtp(t, &out.remote.hostname, &txn, &body, out.remote.reply_timeout).await,
                 // With a relayhost the key names it and the domain is not looked up.
                 _ => remote::deliver(&out.resolver, &out.remote, &key, &txn, &body).await,
@@ -80,6 +90,7 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
     });
     let results: Vec<(String, Vec<usize>, Delivery)> = futures_util::future::join_all(attempts).await;
 
+    let now = chrono::Utc::now().timestamp();
     let expired = ctx.schedule.expired(mx6_queue::id::age(&job.msg.id));
     let age = mx6_queue::id::age(&job.msg.id).as_secs_f64();
     let m = &ctx.metrics;
@@ -100,31 +111,38 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
         };
         for (i, r) in idx.into_iter().zip(d.rcpts) {
             let to = job.msg.rcpts[i].address.clone();
-            let fate = outcome::remote(&r, expired, &to, d.peer.as_ref().map(|(h, _)| h.as_str()));
+            let remote_mta = d.peer.as_ref().map(|(h, _)| h.as_str());
+            let fate = outcome::remote(&r, expired, i, &to, remote_mta);
             let (status, result) = fate.labels(expired);
             m.delivery(family, result, age);
             tracing::info!(
                 queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), to = %to, relay = %relay, family,
-                tls = d.tls, delay = format!("{age:.3}"), status, "{}", r.reply().text()
+                tls = d.tls, dsn = d.dsn, delay = format!("{age:.3}"), status, "{}", r.reply().text()
             );
+            if let (Fate::Delivered, RcptResult::Delivered(reply)) = (&fate, &r) {
+                // RFC 3461 §5.2.2: a peer that speaks DSN got the parameters and
+                // reports success itself; one that does not makes it "relayed".
+                let action = if lmtp { Some(Action::Delivered) } else { (!d.dsn).then_some(Action::Relayed) };
+                if let Some(a) = action {
+                    let mta = remote_mta.or(lmtp.then_some(key.as_str()));
+                    tally.successes.push(notice::succeeded(&job.msg, i, a, mta, Some(reply.text()), now));
+                }
+            }
             tally.record(&mut job, i, fate);
         }
     }
-    if !tally.failures.is_empty() {
-        // Queued first: a bounce that cannot be queued leaves its recipients open.
-        let failures = std::mem::take(&mut tally.failures);
-        if !crate::queue::bounce::bounce(&ctx, &job.msg, &body, &failures).await {
-            tally.unbounce(&mut job, &failures);
-        }
-    }
+    notice::settle(&ctx, &mut job, &mut tally, now).await;
     tally.release_if_finished(&job);
     if !tally.entries.is_empty() {
         if let Err(e) = ctx.spool.done(std::mem::take(&mut tally.entries)).await {
             tracing::error!(queue_id = %job.msg.id, error = %e, "could not record delivery outcomes");
         }
     }
-    match tally.deferred {
-        Some(e) => ctx.retry(job, &e),
+    match tally.deferred.take() {
+        Some(e) => {
+            notice::warn_if_delayed(&ctx, &mut job, &tally.delays).await;
+            ctx.retry(job, &e);
+        }
         None if job.finished() => ctx.registry.finished(&job.msg.id),
         None => {}
     }

@@ -141,16 +141,25 @@ async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> 
         }
     }
     assemble::sign(ctx, s, env.auth.is_some(), &mut msg.data);
+    // Each recipient keeps its DSN parameters; one a milter added has none.
+    let dsn_of = |a: &str| {
+        env.rcpts.iter().position(|m| m.to_string().eq_ignore_ascii_case(a)).and_then(|i| env.rcpt_dsn.get(i)).cloned().unwrap_or_default()
+    };
     let rcpts: Vec<Recipient> = msg
         .rcpts
         .iter()
         .zip(routes.iter())
-        .map(|(a, route)| Recipient {
-            address: a.clone(),
-            local: match route {
-                Route::Local { user, domain } => Some((user.clone(), domain.clone())),
-                Route::Relay => None,
-            },
+        .map(|(a, route)| {
+            let dsn = dsn_of(a);
+            Recipient {
+                address: a.clone(),
+                local: match route {
+                    Route::Local { user, domain } => Some((user.clone(), domain.clone())),
+                    Route::Relay => None,
+                },
+                notify: dsn.notify,
+                orcpt: dsn.orcpt,
+            }
         })
         .collect();
     let body = Arc::new(msg.data);
@@ -163,6 +172,8 @@ async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> 
         helo: env.helo.clone(),
         smtputf8: env.params.smtputf8,
         junk: msg.junk,
+        ret: env.params.dsn.ret,
+        envid: env.params.dsn.envid.clone(),
     };
     match s.spool.append(&qm, body.clone()).await {
         Ok(loc) => {

@@ -44,7 +44,7 @@ pub struct Services {
     /// SMTP AUTH password checks, on their own bounded pool.
     pub passwords: crate::session::passwords::Passwords,
     /// DKIM signing keys, for mail from users and mynetworks.
-    pub dkim: Vec<DkimKey>,
+    pub dkim: Arc<Vec<DkimKey>>,
     /// Becomes true when the server stops.
     pub shutdown: watch::Receiver<bool>,
     pub(crate) session_seq: AtomicU64,

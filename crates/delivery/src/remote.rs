@@ -406,17 +406,19 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
     // Credentials never travel in clear: with AUTH, TLS is required.
     let tls_policy = if cfg.relayhost.is_some() && cfg.auth.is_some() { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
     let mut last = RcptResult::Deferred(local(451, "4.4.1 no MX host could be reached"));
+    // The host that gave `last`, when a server gave it (for Remote-MTA).
+    let mut last_peer = None;
     let mut tried = 0;
     for host in &hosts {
         let addrs = match addresses(resolver, cfg, host).await {
             Ok(a) => a,
             Err(e) => {
-                last = RcptResult::Deferred(local(451, &format!("4.4.3 {e}")));
+                (last, last_peer) = (RcptResult::Deferred(local(451, &format!("4.4.3 {e}"))), None);
                 continue;
             }
         };
         if addrs.is_empty() {
-            last = RcptResult::Deferred(local(451, &format!("4.4.4 {host} has no address")));
+            (last, last_peer) = (RcptResult::Deferred(local(451, &format!("4.4.4 {host} has no address"))), None);
             continue;
         }
         let mut addrs: Vec<SocketAddr> =
@@ -427,7 +429,7 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
                 Ok(x) => x,
                 Err(e) => {
                     tried += addrs.len();
-                    last = RcptResult::Deferred(local(451, &format!("4.4.1 connect to {host}: {e}")));
+                    (last, last_peer) = (RcptResult::Deferred(local(451, &format!("4.4.1 connect to {host}: {e}"))), None);
                     break;
                 }
             };
@@ -453,6 +455,7 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
             if session_level && !o.rcpts.is_empty() {
                 // Nothing decided here (greeting refused, connection lost): next host.
                 last = o.rcpts[0].clone();
+                last_peer = Some((host.clone(), peer));
                 tried += 1;
                 break;
             }
@@ -462,7 +465,7 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
             break;
         }
     }
-    Delivery { rcpts: all(n, last), peer: None, tls: false, dsn: false }
+    Delivery { rcpts: all(n, last), peer: last_peer, tls: false, dsn: false }
 }
 
 /// TLS for outbound SMTP: opportunistic, so certificates are inspected, not

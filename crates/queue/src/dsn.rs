@@ -285,15 +285,11 @@ mod tests {
 
     #[test]
     fn ret_full_returns_the_message_and_only_for_failures() {
-        let t = String::from_utf8(notice("mx.test", "n", &original(Some(Ret::Full), false), &[Entry::failed(&failure(), None, 0)], 0))
-            .unwrap();
+        let t =
+            String::from_utf8(notice("mx.test", "n", &original(Some(Ret::Full), false), &[Entry::failed(&failure(), None, 0)], 0)).unwrap();
         assert!(t.contains("Content-Type: message/rfc822\r\n\r\nFrom: a@x.test\r\nSubject: hi\r\n\r\nsecret body\r\n\r\n--n/"));
-        let delayed = Entry {
-            action: Action::Delayed,
-            status: "4.4.1".into(),
-            will_retry_until: Some(86400),
-            ..Entry::failed(&failure(), None, 0)
-        };
+        let delayed =
+            Entry { action: Action::Delayed, status: "4.4.1".into(), will_retry_until: Some(86400), ..Entry::failed(&failure(), None, 0) };
         let t = String::from_utf8(notice("mx.test", "n", &original(Some(Ret::Full), false), &[delayed], 0)).unwrap();
         assert!(t.contains("Subject: Delayed Mail (still being retried)"));
         assert!(t.contains("Action: delayed\r\nStatus: 4.4.1\r\n"));

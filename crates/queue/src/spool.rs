@@ -751,7 +751,13 @@ mod tests {
         QueuedMessage {
             id: id.into(),
             from: "a@example.org".into(),
-            rcpts: (0..n).map(|i| Recipient { address: format!("u{i}@x.test"), local: Some((format!("u{i}"), "x.test".into())), ..Default::default() }).collect(),
+            rcpts: (0..n)
+                .map(|i| Recipient {
+                    address: format!("u{i}@x.test"),
+                    local: Some((format!("u{i}"), "x.test".into())),
+                    ..Default::default()
+                })
+                .collect(),
             received: 0,
             client: "::1".into(),
             helo: "h".into(),

@@ -665,7 +665,10 @@ mod tests {
         let mut c = client(false, &["x@a.test", "y@a.test"]);
         with(&mut c);
         let (sent, o) = run(&mut c, &["220 mx", "250-mx", "250 DSN", "250 ok", "250 ok", "250 ok", "354 go", "250 ok"]);
-        assert!(sent.contains("MAIL FROM:<a@me.test> RET=HDRS ENVID=id+201\r\nRCPT TO:<x@a.test> NOTIFY=NEVER\r\nRCPT TO:<y@a.test>\r\n"), "{sent}");
+        assert!(
+            sent.contains("MAIL FROM:<a@me.test> RET=HDRS ENVID=id+201\r\nRCPT TO:<x@a.test> NOTIFY=NEVER\r\nRCPT TO:<y@a.test>\r\n"),
+            "{sent}"
+        );
         assert!(o.unwrap().dsn);
         let mut c = client(false, &["x@a.test", "y@a.test"]);
         with(&mut c);

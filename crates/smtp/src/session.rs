@@ -21,8 +21,8 @@ use memchr::memchr;
 use crate::address::AddressError;
 use crate::address::{Domain, Mailbox, Path};
 use crate::command::{self, Command, CommandError, HeloArg, MailParams};
-use crate::dsn::RcptDsn;
 use crate::data::{check_chunked, ContentError, DataDecoder};
+use crate::dsn::RcptDsn;
 use crate::reply::{self, Reply};
 
 /// Longest command line we read (RFC 5321 §4.5.3.1.4 asks for at least 512;

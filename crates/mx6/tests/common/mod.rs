@@ -3,6 +3,8 @@
 //! smtplib) or a raw socket, and read what landed in the Maildirs.
 #![allow(dead_code)]
 
+pub mod postfix;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

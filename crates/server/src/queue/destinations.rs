@@ -68,6 +68,10 @@ impl Destinations {
     pub fn route(&self, addr: &str) -> Recipient {
         let (user, domain) = addr.rsplit_once('@').unwrap_or((addr, ""));
         let d = mx6_policy::normalize_domain(domain);
-        Recipient { address: addr.to_string(), local: self.local_domains.contains(&d).then(|| (user.to_lowercase(), d)), ..Default::default() }
+        Recipient {
+            address: addr.to_string(),
+            local: self.local_domains.contains(&d).then(|| (user.to_lowercase(), d)),
+            ..Default::default()
+        }
     }
 }

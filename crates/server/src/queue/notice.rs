@@ -22,11 +22,7 @@ use crate::queue::outcome::Tally;
 
 /// The recipients of `msg` that asked for a notice of `entries`' kind.
 fn wanted(msg: &QueuedMessage, entries: Vec<(usize, Entry)>) -> Vec<Entry> {
-    entries
-        .into_iter()
-        .filter(|(i, e)| Notify::wants(msg.rcpts.get(*i).and_then(|r| r.notify), e.action.kind()))
-        .map(|(_, e)| e)
-        .collect()
+    entries.into_iter().filter(|(i, e)| Notify::wants(msg.rcpts.get(*i).and_then(|r| r.notify), e.action.kind())).map(|(_, e)| e).collect()
 }
 
 /// The block of a failed recipient.
@@ -36,7 +32,14 @@ pub fn failed(msg: &QueuedMessage, f: &Failure, now: i64) -> (usize, Entry) {
 
 /// The block of a recipient delivered (`Delivered`) or handed to a host that
 /// does not speak DSN (`Relayed`), with the reply that said so.
-pub fn succeeded(msg: &QueuedMessage, i: usize, action: Action, remote_mta: Option<&str>, reply: Option<String>, now: i64) -> (usize, Entry) {
+pub fn succeeded(
+    msg: &QueuedMessage,
+    i: usize,
+    action: Action,
+    remote_mta: Option<&str>,
+    reply: Option<String>,
+    now: i64,
+) -> (usize, Entry) {
     let status = reply
         .as_deref()
         .and_then(|r| r.split_whitespace().nth(1))

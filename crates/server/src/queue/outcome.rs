@@ -158,7 +158,9 @@ mod tests {
     #[test]
     fn remote_answers() {
         assert_eq!(remote(&RcptResult::Delivered(reply(250, "2.0.0 ok")), false, 0, "r@y", None), Fate::Delivered);
-        let Fate::Bounced(f) = remote(&RcptResult::Failed(reply(550, "5.1.1 no such user")), false, 2, "r@y", Some("mx.y")) else { panic!() };
+        let Fate::Bounced(f) = remote(&RcptResult::Failed(reply(550, "5.1.1 no such user")), false, 2, "r@y", Some("mx.y")) else {
+            panic!()
+        };
         assert_eq!((f.status.as_str(), f.remote_mta.as_deref(), f.diagnostic.as_str()), ("5.1.1", Some("mx.y"), "550 5.1.1 no such user"));
         assert_eq!((f.rcpt, f.smtp_reply), (2, true));
         let Fate::Deferred(d) = remote(&RcptResult::Deferred(reply(451, "4.3.0 later")), false, 0, "r@y", Some("mx.y")) else { panic!() };

@@ -120,12 +120,41 @@ fn of_action<'a>(n: &'a [Value], action: &str) -> Vec<&'a Value> {
     n.iter().filter(|v| v["recipients"].as_array().unwrap().iter().any(|r| field(r, "Action") == action)).collect()
 }
 
+/// Give `s` an ed25519 key for its own name (the notices' From domain) and
+/// restart it; the DKIM record as (name, value).
+fn sign_notices(s: &mut Server) -> (String, String) {
+    let out = Command::new(mx6_bin())
+        .args(["dkim", "keygen", "--domain", "mx.test", "--selector", "dsn", "--algorithm", "ed25519", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let line = text.lines().find(|l| l.starts_with("dsn._domainkey.mx.test. IN TXT ")).unwrap().to_string();
+    s.kill9();
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str("[[dkim]]\ndomain = \"mx.test\"\nselector = \"dsn\"\n");
+    std::fs::write(&s.config, cfg).unwrap();
+    s.spawn(&[]);
+    ("dsn._domainkey.mx.test.".into(), line.split('"').skip(1).step_by(2).collect())
+}
+
+/// dkimpy verifies the signature of the notice in `file` against `record`.
+fn dkim_verifies(file: &Path, record: &(String, String)) -> bool {
+    let py = "import sys,dkim\nname,value=sys.argv[1],sys.argv[2]\n\
+              def dns(n, timeout=5):\n    return value.encode() if (n.decode() if isinstance(n, bytes) else n)==name else b''\n\
+              print(dkim.verify(sys.stdin.buffer.read(), dnsfunc=dns))";
+    let out = run_with_stdin(Command::new("/usr/bin/python3").args(["-c", py, &record.0, &record.1]), &std::fs::read(file).unwrap());
+    String::from_utf8_lossy(&out.stdout).trim() == "True"
+}
+
 const BODY: &str = "From: a@src.test\r\nTo: someone\r\nSubject: dsn test\r\n\r\nthe body marker\r\n";
 
 #[test]
 fn parameters_reach_a_dsn_peer_and_a_peer_without_dsn_gets_a_relayed_notice() {
     let pf_port = free_port();
-    let s = sender("dsn-relay", pf_port, "");
+    let mut s = sender("dsn-relay", pf_port, "");
+    let record = sign_notices(&mut s);
     let _pf = postfix(&s.dir.join("postfix"), pf_port, s.port);
     let r = send(
         s.port,
@@ -166,6 +195,12 @@ fn parameters_reach_a_dsn_peer_and_a_peer_without_dsn_gets_a_relayed_notice() {
     assert!(field(relayed[0], "returned").contains("Subject: dsn test"));
     assert!(!field(relayed[0], "returned").contains("the body marker"));
     assert!(s.log_has("dsn=true") && s.log_has("dsn=false"), "{}", s.log_text());
+    // mx6's notice is DKIM-signed for its own name; Postfix's is not signed.
+    assert!(relayed[0]["dkim"].as_bool().unwrap() && !pf[0]["dkim"].as_bool().unwrap());
+    let files = list(&s.data().join("mail/src.test/a/new"));
+    let signed: Vec<_> = files.iter().filter(|f| std::fs::read_to_string(f).unwrap().contains("DKIM-Signature:")).collect();
+    assert_eq!(signed.len(), 1);
+    assert!(dkim_verifies(signed[0], &record), "{}", std::fs::read_to_string(signed[0]).unwrap());
     assert!(s.metric("mx6_dsn_total{action=\"relayed\"}") >= 1.0);
 }
 

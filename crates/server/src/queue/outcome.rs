@@ -46,11 +46,13 @@ pub fn remote(r: &RcptResult, expired: bool, rcpt: usize, to: &str, remote_mta: 
     };
     match r {
         RcptResult::Delivered(_) => Fate::Delivered,
-        RcptResult::Failed(_) => Fate::Bounced(problem(r.reply().status(), reply, remote_mta.is_some())),
+        // Every answer here has the form of an SMTP reply (ours too: "451 4.4.1
+        // connect to …"), so its Diagnostic-Code type is `smtp`.
+        RcptResult::Failed(_) => Fate::Bounced(problem(r.reply().status(), reply, true)),
         RcptResult::Deferred(_) if expired => {
             Fate::Bounced(problem("4.4.7".into(), format!("delivery time expired; last error: {reply}"), false))
         }
-        RcptResult::Deferred(_) => Fate::Deferred(problem(r.reply().status(), reply, remote_mta.is_some())),
+        RcptResult::Deferred(_) => Fate::Deferred(problem(r.reply().status(), reply, true)),
     }
 }
 

@@ -124,8 +124,7 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
                 // reports success itself; one that does not makes it "relayed".
                 let action = if lmtp { Some(Action::Delivered) } else { (!d.dsn).then_some(Action::Relayed) };
                 if let Some(a) = action {
-                    let mta = remote_mta.or(lmtp.then_some(key.as_str()));
-                    tally.successes.push(notice::succeeded(&job.msg, i, a, mta, Some(reply.text()), now));
+                    tally.successes.push(notice::succeeded(&job.msg, i, a, remote_mta, Some(reply.text()), now));
                 }
             }
             tally.record(&mut job, i, fate);

@@ -280,10 +280,10 @@ fn milters_refuse_where_they_put_it() {
     assert!(c.cmd("MAIL FROM:<reject-data@nospf.example.com>").starts_with("250 "));
     assert!(c.cmd("RCPT TO:<u@mx.test>").starts_with("250 "));
     assert_eq!(c.cmd("DATA"), "550 5.7.1 Command rejected\r\n");
-    // And a message, from the same session.
-    assert!(c.cmd("MAIL FROM:<sender@nospf.example.com> SIZE=100").starts_with("250 "));
+    // And a message, from the same session; the milter sees the DSN parameters.
+    assert!(c.cmd("MAIL FROM:<sender@nospf.example.com> SIZE=100 ENVID=e+2B1").starts_with("250 "));
     assert!(c.cmd("RCPT TO:<refused@mx.test>").starts_with("550-"));
-    assert!(c.cmd("RCPT TO:<u@mx.test>").starts_with("250 "));
+    assert!(c.cmd("RCPT TO:<u@mx.test> NOTIFY=NEVER").starts_with("250 "));
     assert!(c.cmd("DATA").starts_with("354 "));
     assert!(c.cmd("From: <sender@nospf.example.com>\r\nSubject: plain\r\n\r\nhello\r\n.").starts_with("250 "));
     let m = s.mail_texts("u", "mx.test", 1);
@@ -294,8 +294,9 @@ fn milters_refuse_where_they_put_it() {
         "daemon_name=smtp",
         "daemon_addr=::1",
         "helo=client.example",
-        "mail_args=SIZE=100",
+        "mail_args=SIZE=100,ENVID=e+2B1",
         "rcpt_addr=u@mx.test",
+        "rcpt_args=NOTIFY=NEVER",
         "rcpts=<u@mx.test>",
     ] {
         assert!(x.contains(want), "{want} in {x}");

@@ -132,6 +132,8 @@ pub enum Ask {
     Rcpt {
         to: Mailbox,
         from: Path,
+        /// Its DSN parameters (for milters, which see the RCPT arguments).
+        dsn: RcptDsn,
     },
     /// STARTTLS: may this client start a TLS session now (TLS rate limits)?
     StartTls,
@@ -782,7 +784,7 @@ impl Session {
             self.reply(reply::too_many_recipients());
         } else {
             let from = tx.from.clone();
-            self.ask(Pending::Rcpt { to: to.clone(), dsn }, Ask::Rcpt { to, from });
+            self.ask(Pending::Rcpt { to: to.clone(), dsn: dsn.clone() }, Ask::Rcpt { to, from, dsn });
         }
     }
 

@@ -228,7 +228,7 @@ async fn answer(ctx: &mut Ctx, s: &Arc<Services>, ask: Ask) -> Answer {
         Ask::Auth { mechanism, username, password, .. } => auth::authenticate(ctx, s, mechanism, username, password).await,
         Ask::StartTls => stages::starttls(ctx, s).await,
         Ask::Mail { from, params, auth } => stages::mail(ctx, s, from, &params, auth).await,
-        Ask::Rcpt { to, from } => stages::rcpt(ctx, s, to, from).await,
+        Ask::Rcpt { to, from, dsn } => stages::rcpt(ctx, s, to, from, &dsn).await,
         Ask::Data => crate::session::milters::data(ctx, s).await,
         Ask::Message(env) => end_of_data::message(ctx, s, env).await,
     }

@@ -125,20 +125,23 @@ pub async fn mail(ctx: &mut Ctx, s: &Services, from: &Path, params: &MailParams)
     if params.smtputf8 {
         args.push("SMTPUTF8".into());
     }
+    args.extend(params.dsn.params().split_whitespace().map(str::to_string));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = m.mail(&args).await;
     answer(ctx, s, "mail", o)
 }
 
 /// One recipient mx6 accepted: `Some` when a milter refuses it.
-pub async fn rcpt(ctx: &mut Ctx, s: &Services, to: &Mailbox, route: &Route) -> Option<Answer> {
+pub async fn rcpt(ctx: &mut Ctx, s: &Services, to: &Mailbox, route: &Route, dsn: &mx6_smtp::dsn::RcptDsn) -> Option<Answer> {
     let m = ctx.milters.as_mut()?;
     let addr = to.to_string();
     m.set("{rcpt_addr}", addr.clone());
     m.set("{rcpt_host}", to.domain.to_string());
     m.set("{rcpt_mailer}", if matches!(route, Route::Local { .. }) { "local" } else { "smtp" });
-    let arg = format!("<{addr}>");
-    let o = m.rcpt(&[&arg]).await;
+    let mut args = vec![format!("<{addr}>")];
+    args.extend(dsn.params().split_whitespace().map(str::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = m.rcpt(&args).await;
     answer(ctx, s, "rcpt", o)
 }
 

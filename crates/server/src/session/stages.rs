@@ -114,7 +114,7 @@ async fn mail_checks(ctx: &mut Ctx, s: &Services, from: &Path, params: &MailPara
     }
 }
 
-pub async fn rcpt(ctx: &mut Ctx, s: &Services, to: Mailbox, from: Path) -> Answer {
+pub async fn rcpt(ctx: &mut Ctx, s: &Services, to: Mailbox, from: Path, dsn: &mx6_smtp::dsn::RcptDsn) -> Answer {
     match decide_recipient(&s.routing, &s.users.get().local, ctx.client, ctx.auth.is_some(), &to) {
         RecipientVerdict::Accept(route) => {
             if let Err(stop) = s.rate_limits.count(&s.state, Kind::Recipients, &ctx.asker).await {
@@ -123,7 +123,7 @@ pub async fn rcpt(ctx: &mut Ctx, s: &Services, to: Mailbox, from: Path) -> Answe
             if let Some(r) = greylist_rcpt(ctx, s, &to.to_string(), &from).await {
                 return Answer::Reject(r);
             }
-            if let Some(a) = milters::rcpt(ctx, s, &to, &route).await {
+            if let Some(a) = milters::rcpt(ctx, s, &to, &route, dsn).await {
                 return a;
             }
             ctx.routes.push(route);

@@ -135,3 +135,42 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// What mx6 passes on as ENVID or ORCPT decodes back to what it was given,
+    /// and nothing a client sends decodes to a control character (the values
+    /// end up in header fields of the notices).
+    #[test]
+    fn dsn_values_round_trip_and_never_carry_control_characters(
+        value in "[ -~\u{e9}\u{4e2d}]{1,40}",
+        wire in "[!-~]{0,40}",
+    ) {
+        use mx6_smtp::dsn::{decode_xtext, utf8_xtext, xtext, Orcpt, RcptDsn};
+        prop_assert_eq!(decode_xtext(&xtext(&value)).unwrap(), value.clone());
+        let o = Orcpt { addr_type: "utf-8".into(), addr: value.clone() };
+        let line = format!("RCPT TO:<a@b.test> ORCPT={}", o.to_param());
+        let Ok(command::Command::Rcpt { dsn: RcptDsn { orcpt: Some(back), .. }, .. }) = command::parse(&line) else {
+            return Err(TestCaseError::fail(format!("{line} did not parse")));
+        };
+        prop_assert_eq!(back.addr, value);
+        prop_assert!(utf8_xtext(&o.addr).is_ascii());
+        for key in ["ENVID", "ORCPT=rfc822;"] {
+            let sep = if key.ends_with(';') { "" } else { "=" };
+            let mail = format!("MAIL FROM:<a@b.test> {key}{sep}{wire}");
+            let rcpt = format!("RCPT TO:<a@b.test> {key}{sep}{wire}");
+            for l in [mail, rcpt] {
+                match command::parse(&l) {
+                    Ok(command::Command::Mail { params, .. }) => {
+                        prop_assert!(params.dsn.envid.iter().all(|e| !e.chars().any(char::is_control)));
+                    }
+                    Ok(command::Command::Rcpt { dsn, .. }) => {
+                        prop_assert!(dsn.orcpt.iter().all(|o| !o.addr.chars().any(char::is_control)));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

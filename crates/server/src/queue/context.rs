@@ -32,13 +32,25 @@ pub struct Job {
     pub recovered: bool,
     /// Its delay warning has been sent.
     pub warned: bool,
+    /// Success notices of Maildir deliveries in this pass, sent with those of
+    /// the SMTP/LMTP recipients that follow (one notice per kind).
+    pub successes: Vec<(usize, mx6_queue::dsn::Entry)>,
 }
 
 impl Job {
     /// A message just committed to the spool.
     pub fn new(msg: QueuedMessage, loc: Location, body: Arc<Vec<u8>>) -> Job {
         let n = msg.rcpts.len();
-        Job { msg: Arc::new(msg), loc, body: Some(body), done: vec![false; n], failures: 0, recovered: false, warned: false }
+        Job {
+            msg: Arc::new(msg),
+            loc,
+            body: Some(body),
+            done: vec![false; n],
+            failures: 0,
+            recovered: false,
+            warned: false,
+            successes: Vec::new(),
+        }
     }
 
     /// The family of the client the message came from (`ipv6` when unknown),

@@ -85,10 +85,15 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             m.delivery(family, fate.labels(expired).1, age);
             tally.record(&mut job, i, fate);
         }
+        let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && ctx.destinations.outbound(&job.msg.rcpts[i]));
+        if relay_open && tally.deferred.is_none() {
+            // Its other recipients go out over SMTP or LMTP in this same pass:
+            // their success notice and these are one.
+            job.successes.append(&mut tally.successes);
+        }
         notice::settle(ctx, &mut job, &mut tally, now).await;
         tally.release_if_finished(&job);
         entries.append(&mut tally.entries);
-        let relay_open = (0..job.msg.rcpts.len()).any(|i| !job.done[i] && ctx.destinations.outbound(&job.msg.rcpts[i]));
         match tally.deferred.take() {
             Some(e) => retries.push((job, e, std::mem::take(&mut tally.delays))),
             None if relay_open => remote.push(job),

@@ -175,6 +175,7 @@ async fn schedule_loop(ctx: Arc<Ctx>) {
                             failures: d.attempts,
                             recovered: true,
                             warned: d.warned,
+                            successes: Vec::new(),
                         };
                         let _ = ctx.tx.send(job);
                     }

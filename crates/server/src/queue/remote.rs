@@ -130,6 +130,7 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
             tally.record(&mut job, i, fate);
         }
     }
+    tally.successes.splice(0..0, std::mem::take(&mut job.successes));
     notice::settle(&ctx, &mut job, &mut tally, now).await;
     tally.release_if_finished(&job);
     if !tally.entries.is_empty() {

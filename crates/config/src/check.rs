@@ -155,6 +155,11 @@ impl Config {
             f.require(seen.insert(l.address), &format!("listener[{i}].address"), format!("{} is configured twice", l.address));
         }
         f.require(self.tls.cert.is_empty() == self.tls.key.is_empty(), "tls", "set both cert and key, or neither");
+        for (i, c) in self.tls.certificate.iter().enumerate() {
+            let key = format!("tls.certificate[{i}]");
+            f.require(!c.names.is_empty(), &key, "names: list the names this certificate is chosen for");
+            f.require(!c.cert.is_empty() && !c.key.is_empty(), &key, "set both cert and key");
+        }
         f.require(self.local.maildir.contains("{user}"), "local.maildir", "the template must contain {user}");
         f.require(
             self.store.backend != StoreBackend::Redis || !self.store.url.is_empty(),

@@ -89,13 +89,14 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     let socket = crate::control::protocol::socket_path(&cfg.data_dir);
     let control_listener = crate::control::server::bind(&socket).map_err(ServeError::Control)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let Assembled { services, control, queue, state, metrics, tls, sessions, recovery } = assemble(&cfg, stop_rx.clone())?;
+    let Assembled { services, control, queue, state, metrics, tls, certificates, sessions, recovery } = assemble(&cfg, stop_rx.clone())?;
     let mut tasks = Vec::new();
     if let Some(l) = admin {
         tasks.push(tokio::spawn(crate::admin::http::serve(l, metrics.clone(), stop_rx.clone())));
     }
     tasks.push(tokio::spawn(crate::control::server::serve(control_listener, socket, control, stop_rx.clone())));
     tasks.push(tokio::spawn(state.clone().saver(Duration::from_secs(10), stop_rx.clone())));
+    tasks.push(tokio::spawn(certificates.watch(stop_rx.clone())));
     let gate =
         Arc::new(Gate { tls, sessions: sessions.clone(), metrics: metrics.clone(), hostname: cfg.hostname.clone(), shutdown: stop_rx });
     for (sock, l) in bound {
@@ -135,6 +136,8 @@ pub struct Assembled {
     pub state: Arc<State>,
     pub metrics: Arc<Metrics>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The certificates behind `tls`, reloaded on SIGHUP or a changed file.
+    pub certificates: Arc<tls::Certificates>,
     /// One permit per session (`limits.sessions`).
     pub sessions: Arc<Semaphore>,
     /// The spool's old segments, for [`QueueManager::recover`].
@@ -146,7 +149,8 @@ pub struct Assembled {
 pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembled, ServeError> {
     let users = Arc::new(UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?);
     let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
-    let tls = Some(tls::server_config(&cfg.tls, &cfg.data_dir, &cfg.hostname)?);
+    let (server_tls, certificates) = tls::server_config(&cfg.tls, &cfg.data_dir, &cfg.hostname)?;
+    let tls = Some(server_tls);
     let inbound = Arc::new(Inbound::new(&cfg.dns, &cfg.policy, &cfg.dnsbl, &cfg.hostname)?);
     let mut keys = Vec::new();
     for d in &cfg.dkim {
@@ -159,6 +163,7 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
     let opts = mx6_queue::spool::Options { segment_size: cfg.queue.segment_size as u64, quarantine: cfg.path_in_data("quarantine") };
     let (spool, recovery) = mx6_queue::spool::open(&spool_dir, opts)?;
     let metrics = Arc::new(Metrics::new());
+    certificates.report_to(metrics.tls_expiry.clone());
     let state = Arc::new(State::open(&cfg.store, &cfg.data_dir, metrics.clone())?);
     let rules = cfg.ratelimit_rules();
     let escalation = cfg.ratelimit_escalation.escalation();
@@ -215,7 +220,7 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         reputation,
     });
     let control = Arc::new(Control { queue: queue.clone(), spool, state: state.clone(), half_life: services.reputation.half_life() });
-    Ok(Assembled { services, control, queue, state, metrics, tls, sessions, recovery })
+    Ok(Assembled { services, control, queue, state, metrics, tls, certificates, sessions, recovery })
 }
 
 /// Each session needs a descriptor (two during delivery): raise the soft limit

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub spool_write_failures: IntCounterVec,
     pub spool_free_bytes: IntGauge,
     pub dsn: IntCounterVec,
+    pub tls_expiry: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -85,6 +86,12 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(spool_corrupt.clone())).expect("unique metric");
+        let tls_expiry = gauge(
+            &r,
+            "mx6_tls_certificate_expiry_seconds",
+            "When each server certificate in use expires (Unix seconds), by the name it serves; alert when it nears time().",
+            &["name"],
+        );
         let dsn = counter(
             &r,
             "mx6_dsn_total",
@@ -142,6 +149,7 @@ impl Metrics {
             spool_write_failures,
             spool_free_bytes,
             dsn,
+            tls_expiry,
         }
     }
 

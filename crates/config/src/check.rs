@@ -114,6 +114,13 @@ impl Config {
         f.duration("queue.retry_max", q.retry_max, SEC, 7 * DAY);
         f.duration("queue.max_age", q.max_age, SEC, 60 * DAY);
         f.duration("queue.delay_warning", q.delay_warning, Duration::ZERO, 60 * DAY);
+        // RFC 8461 §3.2: max_age at most 31557600 s (a year).
+        f.duration("mta_sts.max_age", self.mta_sts.max_age, SEC, Duration::from_secs(31_557_600));
+        f.warn_if(
+            !self.mta_sts.listen.is_empty() && self.mta_sts.domains.is_empty() && self.local.domains.is_empty(),
+            "mta_sts.domains",
+            "no domains: neither mta_sts.domains nor local.domains lists one, so no policy is served",
+        );
         f.warn_if(
             !q.delay_warning.is_zero() && q.delay_warning >= q.max_age,
             "queue.delay_warning",

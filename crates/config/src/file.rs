@@ -12,6 +12,7 @@ use crate::error::ConfigError;
 use crate::filters::*;
 use crate::inbound::*;
 use crate::listener::*;
+use crate::mta_sts::MtaStsConfig;
 use crate::source::Source;
 use crate::tls::TlsConfig;
 
@@ -36,6 +37,7 @@ pub struct Config {
     pub dnsbl: DnsblConfig,
     pub policyd: PolicydConfig,
     pub milter_server: MilterServerConfig,
+    pub mta_sts: MtaStsConfig,
     pub delivery: DeliveryConfig,
     /// DKIM signing keys (`[[dkim]]`).
     pub dkim: Vec<DkimConfig>,
@@ -82,6 +84,7 @@ impl Default for Config {
             dnsbl: DnsblConfig::default(),
             policyd: PolicydConfig::default(),
             milter_server: MilterServerConfig::default(),
+            mta_sts: MtaStsConfig::default(),
             delivery: DeliveryConfig::default(),
             dkim: Vec::new(),
             store: StoreConfig::default(),

@@ -10,6 +10,7 @@
 //! - [`delivery`]: `[delivery]`, `[queue]`, `[[dkim]]`;
 //! - [`filters`]: `[content_filter]`, `[[milter]]`;
 //! - [`admin`]: `[metrics]`, `[policyd]`;
+//! - [`mta_sts`]: `[mta_sts]`, the policy served for our domains;
 //! - [`units`]: durations, sizes and the other value forms;
 //! - [`check`], [`error`], [`source`]: whole-file checks in one error style.
 //!
@@ -26,6 +27,7 @@ pub mod file;
 pub mod filters;
 pub mod inbound;
 pub mod listener;
+pub mod mta_sts;
 pub mod source;
 pub mod tls;
 pub mod units;
@@ -38,5 +40,6 @@ pub use file::{system_hostname, Config};
 pub use filters::*;
 pub use inbound::*;
 pub use listener::*;
+pub use mta_sts::{MtaStsConfig, StsMode};
 pub use tls::TlsConfig;
 pub use units::{parse_duration, parse_size};

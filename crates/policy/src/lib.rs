@@ -8,12 +8,14 @@
 //! - [`dnsbl`]: DNS blocklist and allowlist scoring;
 //! - [`greylist`]: triplets, sender normalisation, the greylist state machine;
 //! - [`ratelimit`]: rate-limit rules, scopes and escalation;
-//! - [`reputation`]: decaying prefix scores.
+//! - [`reputation`]: decaying prefix scores;
+//! - [`mta_sts`]: the MTA-STS policy we serve for our domains.
 #![forbid(unsafe_code)]
 
 pub mod dnsbl;
 pub mod greylist;
 pub mod inbound;
+pub mod mta_sts;
 pub mod prefix;
 pub mod ratelimit;
 pub mod recipient;

@@ -75,6 +75,12 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         tracing::info!(listener = %l.address, kind = l.kind.as_str(), proxy_protocol = l.proxy_protocol, "listening");
         bound.push((sock, l.clone()));
     }
+    let mut sts = Vec::new();
+    for &addr in &cfg.mta_sts.listen {
+        let l = listener::bind(addr).map_err(|source| ServeError::Bind { address: format!("{addr} (mta_sts.listen)"), source })?;
+        tracing::info!(listen = %addr, "MTA-STS policy over HTTPS");
+        sts.push(l);
+    }
     let admin = match cfg.metrics.listen {
         None => None,
         Some(addr) => {
@@ -97,6 +103,20 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     tasks.push(tokio::spawn(crate::control::server::serve(control_listener, socket, control, stop_rx.clone())));
     tasks.push(tokio::spawn(state.clone().saver(Duration::from_secs(10), stop_rx.clone())));
     tasks.push(tokio::spawn(certificates.watch(stop_rx.clone())));
+    if !sts.is_empty() {
+        let site = Arc::new(crate::mta_sts_host::Site::new(&cfg));
+        for d in &site.domains {
+            tracing::info!(
+                domain = %d,
+                txt = %format!("_mta-sts.{d}. IN TXT \"v=STSv1; id={}\"", mx6_policy::mta_sts::policy_id(&site.policy)),
+                "serving https://mta-sts.{d}/.well-known/mta-sts.txt; publish this record"
+            );
+        }
+        for l in sts {
+            let tls = tls.clone().expect("TLS is always configured");
+            tasks.push(tokio::spawn(crate::mta_sts_host::serve(l, tls, site.clone(), stop_rx.clone())));
+        }
+    }
     let gate =
         Arc::new(Gate { tls, sessions: sessions.clone(), metrics: metrics.clone(), hostname: cfg.hostname.clone(), shutdown: stop_rx });
     for (sock, l) in bound {

@@ -70,7 +70,9 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                         queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), to = %to, relay = "local", family,
                         delay = format!("{age:.3}"), status = "sent", file = %path.display(), "{note}"
                     );
-                    tally.successes.push(notice::succeeded(&job.msg, i, Action::Delivered, None, None, now));
+                    if notice::wants_success(&job.msg, i) {
+                        tally.successes.push(notice::succeeded(&job.msg, i, Action::Delivered, None, None, now));
+                    }
                     Fate::Delivered
                 }
                 Err(e) => {

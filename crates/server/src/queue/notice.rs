@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use mx6_queue::dsn::{self, Action, Entry, Failure};
 use mx6_queue::{Location, QueuedMessage};
-use mx6_smtp::dsn::Notify;
+use mx6_smtp::dsn::{NoticeKind, Notify};
 
 use crate::queue::context::{Ctx, Job};
 use crate::queue::outcome::Tally;
@@ -23,6 +23,12 @@ use crate::queue::outcome::Tally;
 /// The recipients of `msg` that asked for a notice of `entries`' kind.
 fn wanted(msg: &QueuedMessage, entries: Vec<(usize, Entry)>) -> Vec<Entry> {
     entries.into_iter().filter(|(i, e)| Notify::wants(msg.rcpts.get(*i).and_then(|r| r.notify), e.action.kind())).map(|(_, e)| e).collect()
+}
+
+/// Whether recipient `i` of `msg` asked for a success notice (most do not,
+/// and nothing is built for them).
+pub fn wants_success(msg: &QueuedMessage, i: usize) -> bool {
+    Notify::wants(msg.rcpts.get(i).and_then(|r| r.notify), NoticeKind::Success)
 }
 
 /// The block of a failed recipient.

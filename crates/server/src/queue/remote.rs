@@ -119,7 +119,7 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
                 queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), to = %to, relay = %relay, family,
                 tls = d.tls, dsn = d.dsn, delay = format!("{age:.3}"), status, "{}", r.reply().text()
             );
-            if let (Fate::Delivered, RcptResult::Delivered(reply)) = (&fate, &r) {
+            if let (Fate::Delivered, RcptResult::Delivered(reply), true) = (&fate, &r, notice::wants_success(&job.msg, i)) {
                 // RFC 3461 §5.2.2: a peer that speaks DSN got the parameters and
                 // reports success itself; one that does not makes it "relayed".
                 let action = if lmtp { Some(Action::Delivered) } else { (!d.dsn).then_some(Action::Relayed) };

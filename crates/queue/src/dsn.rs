@@ -83,19 +83,25 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The block of a failure.
-    pub fn failed(f: &Failure, orcpt: Option<Orcpt>, now: i64) -> Entry {
+    /// The block of a recipient that failed (`Failed`) or is still being
+    /// tried (`Delayed`), from what the attempt said.
+    pub fn of(f: &Failure, action: Action, orcpt: Option<Orcpt>, now: i64) -> Entry {
         let kind = if f.smtp_reply { "smtp" } else { "x-mx6" };
         Entry {
             recipient: f.recipient.clone(),
             orcpt,
-            action: Action::Failed,
+            action,
             status: f.status.clone(),
             remote_mta: f.remote_mta.clone(),
             diagnostic: Some((kind.into(), f.diagnostic.clone())),
             last_attempt: Some(now),
             will_retry_until: None,
         }
+    }
+
+    /// The block of a failure.
+    pub fn failed(f: &Failure, orcpt: Option<Orcpt>, now: i64) -> Entry {
+        Entry::of(f, Action::Failed, orcpt, now)
     }
 }
 

@@ -43,25 +43,22 @@ pub struct ListedRcpt {
     pub orcpt: Option<String>,
 }
 
+/// `KEY=value` for each parameter given, values decoded, for people to read.
+fn params(given: &[(&str, Option<String>)]) -> String {
+    given.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}"))).collect::<Vec<_>>().join(" ")
+}
+
 impl Listed {
-    /// The DSN parameters of the message as the sender gave them (`RET=HDRS
-    /// ENVID=…`), empty when none.
+    /// The message's DSN parameters (`RET=HDRS ENVID=…`), empty when none.
     pub fn dsn_params(&self) -> String {
-        mx6_smtp::dsn::MailDsn { ret: self.ret, envid: self.envid.clone() }.params().trim_start().to_string()
+        params(&[("RET", self.ret.map(|r| r.as_str().to_string())), ("ENVID", self.envid.clone())])
     }
 }
 
 impl ListedRcpt {
     /// `NOTIFY=… ORCPT=…`, empty when none.
     pub fn dsn_params(&self) -> String {
-        let mut v = Vec::new();
-        if let Some(n) = self.notify {
-            v.push(format!("NOTIFY={}", n.to_param()));
-        }
-        if let Some(o) = &self.orcpt {
-            v.push(format!("ORCPT={o}"));
-        }
-        v.join(" ")
+        params(&[("NOTIFY", self.notify.map(|n| n.to_param())), ("ORCPT", self.orcpt.clone())])
     }
 }
 

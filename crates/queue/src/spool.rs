@@ -214,16 +214,18 @@ impl SpoolHandle {
     /// Note that `id` had an attempt that left recipients open (written with
     /// the next group commit; nobody waits for it).
     pub fn mark_deferred(&self, id: &str) {
-        let mut text = String::new();
-        donelog::deferred_line(&mut text, id);
-        let _ = self.tx.send(Request::Done { text, releases: Vec::new(), reply: None });
+        self.mark(id, donelog::deferred_line);
     }
 
     /// Note that the delay warning of `id` was sent (with the next group
     /// commit; a crash before it costs at most a second warning).
     pub fn mark_warned(&self, id: &str) {
+        self.mark(id, donelog::warned_line);
+    }
+
+    fn mark(&self, id: &str, line: fn(&mut String, &str)) {
         let mut text = String::new();
-        donelog::warned_line(&mut text, id);
+        line(&mut text, id);
         let _ = self.tx.send(Request::Done { text, releases: Vec::new(), reply: None });
     }
 

@@ -181,6 +181,8 @@ pub struct Client {
     expected: usize,
     got: Vec<ServerReply>,
     pipelined: bool,
+    /// The server offered DSN (known once MAIL is sent).
+    dsn: bool,
     /// Recipient results so far; `None` = undecided.
     results: Vec<Option<RcptResult>>,
     /// LMTP: indexes of accepted recipients still waiting for their final reply.
@@ -205,6 +207,7 @@ impl Client {
             expected: 0,
             got: Vec::new(),
             pipelined: false,
+            dsn: false,
             results: vec![None; n],
             lmtp_waiting: Vec::new(),
             body: Some(body),
@@ -286,7 +289,7 @@ impl Client {
     /// Every undecided recipient gets `r` (as deferred or failed by its code).
     fn outcome_with(&mut self, r: ServerReply) -> Outcome {
         let rcpts = self.results.iter().map(|x| x.clone().unwrap_or_else(|| RcptResult::from_reply(r.clone()))).collect();
-        Outcome { rcpts, tls: self.tls, server_name: self.server_name.clone(), dsn: self.has("DSN") }
+        Outcome { rcpts, tls: self.tls, server_name: self.server_name.clone(), dsn: self.dsn }
     }
 
     /// End the session: QUIT, then the outcome.
@@ -406,7 +409,8 @@ impl Client {
         if self.txn.smtputf8 {
             cmd.push_str(" SMTPUTF8");
         }
-        if self.has("DSN") {
+        self.dsn = self.has("DSN");
+        if self.dsn {
             cmd.push_str(&self.txn.dsn.params());
         }
         cmd.push_str("\r\n");
@@ -426,7 +430,7 @@ impl Client {
     /// `RCPT TO:<…>`, with the recipient's DSN parameters when the server offers DSN.
     fn rcpt_command(&self, i: usize) -> String {
         let dsn = match self.txn.rcpt_dsn.get(i) {
-            Some(d) if self.has("DSN") => d.params(),
+            Some(d) if self.dsn => d.params(),
             _ => String::new(),
         };
         format!("RCPT TO:<{}>{dsn}\r\n", self.txn.rcpts[i])

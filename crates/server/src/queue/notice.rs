@@ -15,13 +15,22 @@ use std::sync::Arc;
 
 use mx6_queue::dsn::{self, Action, Entry, Failure};
 use mx6_queue::{Location, QueuedMessage};
+use mx6_smtp::client::ServerReply;
 use mx6_smtp::dsn::{NoticeKind, Notify};
 
 use crate::queue::context::{Ctx, Job};
 use crate::queue::outcome::Tally;
 
-/// The recipients of `msg` that asked for a notice of `entries`' kind.
-fn wanted(msg: &QueuedMessage, entries: Vec<(usize, Entry)>) -> Vec<Entry> {
+/// The entries of a notice that is due: those whose recipient asked for
+/// their kind (RFC 3461 §4.1); none for a message from the null sender (RFC
+/// 5321 §6.1). Decided before the message is read back for the notice.
+fn due(msg: &QueuedMessage, entries: Vec<(usize, Entry)>) -> Vec<Entry> {
+    if msg.from.is_empty() {
+        if let Some((_, e)) = entries.first() {
+            tracing::info!(queue_id = %msg.id, action = e.action.as_str(), "no notice for a message from the null sender, RFC 5321 §6.1");
+        }
+        return Vec::new();
+    }
     entries.into_iter().filter(|(i, e)| Notify::wants(msg.rcpts.get(*i).and_then(|r| r.notify), e.action.kind())).map(|(_, e)| e).collect()
 }
 
@@ -31,9 +40,8 @@ pub fn wants_success(msg: &QueuedMessage, i: usize) -> bool {
     Notify::wants(msg.rcpts.get(i).and_then(|r| r.notify), NoticeKind::Success)
 }
 
-/// The block of a failed recipient.
-pub fn failed(msg: &QueuedMessage, f: &Failure, now: i64) -> (usize, Entry) {
-    (f.rcpt, Entry::failed(f, msg.rcpts.get(f.rcpt).and_then(|r| r.orcpt.clone()), now))
+fn orcpt(msg: &QueuedMessage, i: usize) -> Option<mx6_smtp::dsn::Orcpt> {
+    msg.rcpts.get(i).and_then(|r| r.orcpt.clone())
 }
 
 /// The block of a recipient delivered (`Delivered`) or handed to a host that
@@ -43,38 +51,27 @@ pub fn succeeded(
     i: usize,
     action: Action,
     remote_mta: Option<&str>,
-    reply: Option<String>,
+    reply: Option<&ServerReply>,
     now: i64,
 ) -> (usize, Entry) {
-    let status = reply
-        .as_deref()
-        .and_then(|r| r.split_whitespace().nth(1))
-        .filter(|s| s.starts_with("2.") && s.split('.').count() == 3)
-        .unwrap_or("2.0.0")
-        .to_string();
+    let status = reply.and_then(ServerReply::enhanced).filter(|s| s.starts_with("2.")).unwrap_or("2.0.0").to_string();
     let e = Entry {
         recipient: msg.rcpts.get(i).map(|r| r.address.clone()).unwrap_or_default(),
-        orcpt: msg.rcpts.get(i).and_then(|r| r.orcpt.clone()),
+        orcpt: orcpt(msg, i),
         action,
         status,
         remote_mta: remote_mta.map(str::to_string),
-        diagnostic: reply.map(|r| ("smtp".to_string(), r)),
+        diagnostic: reply.map(|r| ("smtp".to_string(), r.text())),
         last_attempt: Some(now),
         will_retry_until: None,
     };
     (i, e)
 }
 
-/// Queue one notice about `msg` covering `entries` (all of one kind; those
-/// whose recipient did not ask for it are left out). False when it could not
-/// be queued; true when it was, or when none is due.
-pub async fn send(ctx: &Arc<Ctx>, msg: &QueuedMessage, body: &[u8], entries: Vec<(usize, Entry)>) -> bool {
-    let entries = wanted(msg, entries);
+/// Queue one notice about `msg` covering `entries` (all of one kind, already
+/// [`due`]). False when it could not be queued.
+async fn send(ctx: &Arc<Ctx>, msg: &QueuedMessage, body: &[u8], entries: Vec<Entry>) -> bool {
     let Some(action) = entries.first().map(|e| e.action) else { return true };
-    if msg.from.is_empty() {
-        tracing::info!(queue_id = %msg.id, action = action.as_str(), "no notice for a message from the null sender, RFC 5321 §6.1");
-        return true;
-    }
     let now = chrono::Utc::now().timestamp();
     let id = mx6_queue::id::next();
     let original = dsn::Original {
@@ -125,21 +122,21 @@ pub async fn send(ctx: &Arc<Ctx>, msg: &QueuedMessage, body: &[u8], entries: Vec
 /// cannot be queued leaves its recipients open), then the success notice.
 pub async fn settle(ctx: &Arc<Ctx>, job: &mut Job, tally: &mut Tally, now: i64) {
     let failures = std::mem::take(&mut tally.failures);
-    let successes = std::mem::take(&mut tally.successes);
-    if failures.is_empty() && successes.is_empty() {
+    let failed = due(&job.msg, failures.iter().map(|f| (f.rcpt, Entry::failed(f, orcpt(&job.msg, f.rcpt), now))).collect());
+    let succeeded = due(&job.msg, std::mem::take(&mut tally.successes));
+    if failed.is_empty() && succeeded.is_empty() {
         return;
     }
     let Some(body) = body_of(ctx, &job.msg, job.loc, job.body.clone()).await else {
-        tally.unbounce(job, &failures);
-        return;
-    };
-    if !failures.is_empty() {
-        let entries = failures.iter().map(|f| failed(&job.msg, f, now)).collect();
-        if !send(ctx, &job.msg, &body, entries).await {
+        if !failed.is_empty() {
             tally.unbounce(job, &failures);
         }
+        return;
+    };
+    if !send(ctx, &job.msg, &body, failed).await {
+        tally.unbounce(job, &failures);
     }
-    if !successes.is_empty() && !send(ctx, &job.msg, &body, successes).await {
+    if !send(ctx, &job.msg, &body, succeeded).await {
         tracing::warn!(queue_id = %job.msg.id, "the success notice could not be queued; the deliveries stand");
     }
 }
@@ -154,31 +151,35 @@ pub async fn warn_if_delayed(ctx: &Arc<Ctx>, job: &mut Job, delays: &[Failure]) 
     }
     let now = chrono::Utc::now().timestamp();
     let until = job.msg.received + ctx.schedule.max_age.as_secs() as i64;
-    let entries: Vec<(usize, Entry)> = (0..job.done.len())
-        .filter(|&i| !job.done[i])
+    let open = (0..job.done.len()).filter(|&i| !job.done[i]);
+    let entries = open
         .map(|i| {
-            let r = &job.msg.rcpts[i];
-            let why = delays.iter().find(|f| f.rcpt == i);
-            let kind = if why.is_some_and(|f| f.smtp_reply) { "smtp" } else { "x-mx6" };
-            let e = Entry {
-                recipient: r.address.clone(),
-                orcpt: r.orcpt.clone(),
-                action: Action::Delayed,
-                status: why.map_or_else(|| "4.0.0".to_string(), |f| f.status.clone()),
-                remote_mta: why.and_then(|f| f.remote_mta.clone()),
-                diagnostic: why.map(|f| (kind.to_string(), f.diagnostic.clone())),
-                last_attempt: Some(now),
-                will_retry_until: Some(until),
+            let e = match delays.iter().find(|f| f.rcpt == i) {
+                Some(f) => Entry::of(f, Action::Delayed, orcpt(&job.msg, i), now),
+                None => Entry {
+                    recipient: job.msg.rcpts[i].address.clone(),
+                    orcpt: orcpt(&job.msg, i),
+                    action: Action::Delayed,
+                    status: "4.0.0".into(),
+                    remote_mta: None,
+                    diagnostic: None,
+                    last_attempt: Some(now),
+                    will_retry_until: None,
+                },
             };
-            (i, e)
+            (i, Entry { will_retry_until: Some(until), ..e })
         })
         .collect();
-    let Some(body) = body_of(ctx, &job.msg, job.loc, job.body.clone()).await else { return };
-    if send(ctx, &job.msg, &body, entries).await {
-        job.warned = true;
-        ctx.spool.mark_warned(&job.msg.id);
-        ctx.registry.warned(&job.msg.id);
+    let entries = due(&job.msg, entries);
+    if !entries.is_empty() {
+        let Some(body) = body_of(ctx, &job.msg, job.loc, job.body.clone()).await else { return };
+        if !send(ctx, &job.msg, &body, entries).await {
+            return;
+        }
     }
+    job.warned = true;
+    ctx.spool.mark_warned(&job.msg.id);
+    ctx.registry.warned(&job.msg.id);
 }
 
 /// The message of `job` (from memory, or read back from the spool).

@@ -124,7 +124,7 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
                 // reports success itself; one that does not makes it "relayed".
                 let action = if lmtp { Some(Action::Delivered) } else { (!d.dsn).then_some(Action::Relayed) };
                 if let Some(a) = action {
-                    tally.successes.push(notice::succeeded(&job.msg, i, a, remote_mta, Some(reply.text()), now));
+                    tally.successes.push(notice::succeeded(&job.msg, i, a, remote_mta, Some(reply), now));
                 }
             }
             tally.record(&mut job, i, fate);

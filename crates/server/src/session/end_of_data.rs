@@ -84,10 +84,10 @@ async fn check(ctx: &mut Ctx, s: &Services, env: &Envelope) -> Result<Checked, A
     Ok(Checked { results, junk })
 }
 
-async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> Answer {
+async fn store(ctx: &mut Ctx, s: &Services, mut env: Envelope, checked: Checked) -> Answer {
     // Milters heard the id at MAIL (macro `i`).
     let id = ctx.queue_id.take().unwrap_or_else(mx6_queue::id::next);
-    if env.rcpts.len() != ctx.routes.len() {
+    if env.rcpts.len() != ctx.routes.len() || env.rcpt_dsn.len() != env.rcpts.len() {
         slog!(error, ctx, "recipient routes out of step with the transaction");
         return Answer::Reject(reply::storage_failure());
     }
@@ -96,6 +96,8 @@ async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> 
     let mut msg =
         Message { from, rcpts: env.rcpts.iter().map(|m| m.to_string()).collect(), data, junk: checked.junk.is_some(), hold: None };
     let mut routes: Vec<Route> = ctx.routes.clone();
+    // Each recipient's DSN parameters, in step with `msg.rcpts` and `routes`.
+    let mut dsn = std::mem::take(&mut env.rcpt_dsn);
     if s.filters.active() {
         let mut milters = ctx.milters.take();
         let origin = Origin {
@@ -135,31 +137,31 @@ async fn store(ctx: &mut Ctx, s: &Services, env: Envelope, checked: Checked) -> 
             std::mem::take(&mut msg.rcpts),
         );
         (msg.rcpts, routes) = (rcpts, r);
+        // Those a milter kept keep their parameters; one it added has none.
+        dsn = msg
+            .rcpts
+            .iter()
+            .map(|a| before.iter().position(|b| b.eq_ignore_ascii_case(a)).and_then(|i| dsn.get(i)).cloned().unwrap_or_default())
+            .collect();
         if msg.rcpts.is_empty() {
             slog!(info, ctx, queue_id = %id, "content filters removed every recipient: accepted and dropped");
             return Answer::Queued(id);
         }
     }
     assemble::sign(ctx, s, env.auth.is_some(), &mut msg.data);
-    // Each recipient keeps its DSN parameters; one a milter added has none.
-    let dsn_of = |a: &str| {
-        env.rcpts.iter().position(|m| m.to_string().eq_ignore_ascii_case(a)).and_then(|i| env.rcpt_dsn.get(i)).cloned().unwrap_or_default()
-    };
     let rcpts: Vec<Recipient> = msg
         .rcpts
         .iter()
         .zip(routes.iter())
-        .map(|(a, route)| {
-            let dsn = dsn_of(a);
-            Recipient {
-                address: a.clone(),
-                local: match route {
-                    Route::Local { user, domain } => Some((user.clone(), domain.clone())),
-                    Route::Relay => None,
-                },
-                notify: dsn.notify,
-                orcpt: dsn.orcpt,
-            }
+        .zip(dsn)
+        .map(|((a, route), dsn)| Recipient {
+            address: a.clone(),
+            local: match route {
+                Route::Local { user, domain } => Some((user.clone(), domain.clone())),
+                Route::Relay => None,
+            },
+            notify: dsn.notify,
+            orcpt: dsn.orcpt,
         })
         .collect();
     let body = Arc::new(msg.data);

@@ -167,6 +167,40 @@ impl Config {
             f.require(!c.names.is_empty(), &key, "names: list the names this certificate is chosen for");
             f.require(!c.cert.is_empty() && !c.key.is_empty(), &key, "set both cert and key");
         }
+        let a = &self.acme;
+        if a.enabled() {
+            f.require(
+                a.directory.starts_with("https://"),
+                "acme.directory",
+                format!("`{}` is not an https:// URL (RFC 8555 §6.1)", a.directory),
+            );
+            f.require(
+                a.challenge != crate::acme::Challenge::TlsAlpn01 || !self.mta_sts.listen.is_empty(),
+                "acme.challenge",
+                "tls-alpn-01 is answered on the MTA-STS HTTPS listener: set [mta_sts] listen (port 443), or use http-01",
+            );
+            f.require(
+                a.challenge != crate::acme::Challenge::Http01 || !a.http_listen.is_empty(),
+                "acme.http_listen",
+                "http-01 needs a listener on port 80",
+            );
+            f.duration("acme.renew_before", a.renew_before, MIN, 366 * DAY);
+            for (i, c) in a.contact.iter().enumerate() {
+                f.require(c.starts_with("mailto:"), &format!("acme.contact[{i}]"), format!("`{c}` is not a mailto: URL"));
+            }
+            for (i, n) in a.names.iter().enumerate() {
+                f.require(
+                    hostname_problem(n).is_none(),
+                    &format!("acme.names[{i}]"),
+                    format!("`{n}` is not a host name (wildcards need DNS-01, which mx6 does not do)"),
+                );
+            }
+            f.warn_if(
+                !self.tls.cert.is_empty(),
+                "tls.cert",
+                "is set, so it stays the default certificate; the ACME certificate is chosen by SNI for its names",
+            );
+        }
         f.require(self.local.maildir.contains("{user}"), "local.maildir", "the template must contain {user}");
         f.require(
             self.store.backend != StoreBackend::Redis || !self.store.url.is_empty(),
@@ -223,6 +257,30 @@ mod tests {
             Ok(c) => c.findings().iter().map(|e| e.to_string()).collect(),
             Err(e) => vec![e.to_string()],
         }
+    }
+
+    #[test]
+    fn acme_settings_that_cannot_work_are_refused_with_their_line() {
+        let e = errors("hostname = \"mx.test\"\n[acme]\ndirectory = \"http://ca.test/dir\"\nchallenge = \"tls-alpn-01\"\ncontact = [\"admin@example.org\"]\n");
+        assert!(e.iter().any(|e| e.starts_with("f.toml:3: acme.directory: `http://ca.test/dir` is not an https:// URL")), "{e:?}");
+        assert!(
+            e.iter().any(|e| e.starts_with("f.toml:4: acme.challenge: tls-alpn-01 is answered on the MTA-STS HTTPS listener")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|e| e.starts_with("f.toml:5: acme.contact[0]: `admin@example.org` is not a mailto: URL")), "{e:?}");
+        let e = errors(
+            "hostname = \"mx.test\"\n[acme]\ndirectory = \"https://ca.test/dir\"\nnames = [\"*.example.org\"]\nchallenge = \"dns-01\"\n",
+        );
+        assert!(e.iter().any(|e| e.contains("acme.challenge") && e.contains("expected http-01 or tls-alpn-01")), "{e:?}");
+        let e = errors("hostname = \"mx.test\"\n[acme]\ndirectory = \"https://ca.test/dir\"\nnames = [\"*.example.org\"]\n");
+        assert!(e.iter().any(|e| e.starts_with("f.toml:4: acme.names[0]: `*.example.org` is not a host name")), "{e:?}");
+        assert!(errors("hostname = \"mx.test\"\n[acme]\ndirectory = \"https://ca.test/dir\"\n").is_empty());
+        let c = Config::parse(
+            "hostname = \"MX.test\"\n[local]\ndomains = [\"example.org\"]\n[mta_sts]\nlisten = [\"[::]:443\"]\n[acme]\ndirectory = \"https://ca.test/dir\"\n",
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(c.acme_names(), ["mx.test", "mta-sts.example.org"]);
     }
 
     #[test]

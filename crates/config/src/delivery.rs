@@ -53,6 +53,10 @@ pub struct DeliveryConfig {
     pub destination_concurrency: usize,
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Port of MTA-STS policy servers (RFC 8461 §3.3 says 443).
+    pub mta_sts_port: u16,
+    /// Extra trust anchors (PEM) for MX and policy-server certificates.
+    pub ca_file: String,
 }
 
 impl Default for DeliveryConfig {
@@ -68,6 +72,8 @@ impl Default for DeliveryConfig {
             concurrency: 100,
             destination_concurrency: 10,
             connect_timeout: Duration::from_secs(30),
+            mta_sts_port: 443,
+            ca_file: String::new(),
         }
     }
 }

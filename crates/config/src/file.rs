@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::abuse::*;
+use crate::acme::AcmeConfig;
 use crate::admin::*;
 use crate::delivery::*;
 use crate::error::ConfigError;
@@ -38,6 +39,7 @@ pub struct Config {
     pub policyd: PolicydConfig,
     pub milter_server: MilterServerConfig,
     pub mta_sts: MtaStsConfig,
+    pub acme: AcmeConfig,
     pub delivery: DeliveryConfig,
     /// DKIM signing keys (`[[dkim]]`).
     pub dkim: Vec<DkimConfig>,
@@ -85,6 +87,7 @@ impl Default for Config {
             policyd: PolicydConfig::default(),
             milter_server: MilterServerConfig::default(),
             mta_sts: MtaStsConfig::default(),
+            acme: AcmeConfig::default(),
             delivery: DeliveryConfig::default(),
             dkim: Vec::new(),
             store: StoreConfig::default(),
@@ -182,6 +185,50 @@ fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> usize {
     match span {
         Some(s) => text[..s.start.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1,
         None => 0,
+    }
+}
+
+/// What the sections say together.
+impl Config {
+    /// The domains whose policy is served: `[mta_sts] domains`, or else the
+    /// `[local] domains`.
+    pub fn mta_sts_domains(&self) -> Vec<String> {
+        if self.mta_sts.domains.is_empty() {
+            self.local.domains.clone()
+        } else {
+            self.mta_sts.domains.clone()
+        }
+    }
+
+    /// The policy file served: `[mta_sts] mode`, `mx` (default: the
+    /// hostname) and `max_age`.
+    pub fn mta_sts_policy(&self) -> String {
+        let m = &self.mta_sts;
+        let mx = if m.mx.is_empty() { std::slice::from_ref(&self.hostname) } else { &m.mx[..] };
+        mx6_policy::mta_sts::policy_text(m.mode.as_str(), mx, m.max_age.as_secs())
+    }
+
+    /// The names of the ACME certificate (empty when ACME is off):
+    /// `[acme] names`, or the hostname and `mta-sts.<domain>` for each domain
+    /// whose MTA-STS policy is served.
+    pub fn acme_names(&self) -> Vec<String> {
+        if !self.acme.enabled() {
+            return Vec::new();
+        }
+        let mut v: Vec<String> = if self.acme.names.is_empty() {
+            let mut v = vec![self.hostname.clone()];
+            if !self.mta_sts.listen.is_empty() {
+                v.extend(self.mta_sts_domains().iter().map(|d| format!("mta-sts.{d}")));
+            }
+            v
+        } else {
+            self.acme.names.clone()
+        };
+        for n in &mut v {
+            *n = n.trim_end_matches('.').to_ascii_lowercase();
+        }
+        v.dedup();
+        v
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`filters`]: `[content_filter]`, `[[milter]]`;
 //! - [`admin`]: `[metrics]`, `[policyd]`;
 //! - [`mta_sts`]: `[mta_sts]`, the policy served for our domains;
+//! - [`acme`]: `[acme]`, certificates obtained and renewed by mx6;
 //! - [`units`]: durations, sizes and the other value forms;
 //! - [`check`], [`error`], [`source`]: whole-file checks in one error style.
 //!
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod abuse;
+pub mod acme;
 pub mod admin;
 pub mod check;
 pub mod delivery;
@@ -33,6 +35,7 @@ pub mod tls;
 pub mod units;
 
 pub use abuse::*;
+pub use acme::{AcmeConfig, Challenge};
 pub use admin::*;
 pub use delivery::*;
 pub use error::{ConfigError, Severity};

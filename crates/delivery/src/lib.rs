@@ -1,8 +1,12 @@
 //! mx6-delivery: getting a queued message to its recipient.
 //!
 //! - [`maildir`]: local delivery into Maildir folders;
-//! - [`remote`]: delivery to other domains (MX, Happy Eyeballs, STARTTLS, relayhost).
+//! - [`remote`]: delivery to other domains (MX, Happy Eyeballs, STARTTLS, relayhost);
+//! - [`trust`]: the trust anchors of verified outbound TLS;
+//! - [`mta_sts_fetch`]: fetching a domain's MTA-STS policy file.
 #![forbid(unsafe_code)]
 
 pub mod maildir;
+pub mod mta_sts_fetch;
 pub mod remote;
+pub mod trust;

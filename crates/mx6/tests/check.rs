@@ -20,6 +20,8 @@ good.test TXT "v=spf1 ip6:::1 ip4:127.0.0.1 ip6:2001:db8::/32 -all"
 _dmarc.good.test TXT "v=DMARC1; p=reject; rua=mailto:dmarc@good.test"
 mx6._domainkey.good.test TXT "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
 _mta-sts.good.test TXT "v=STSv1; id=20261128"
+mta-sts.good.test AAAA ::1
+mta-sts.good.test A 127.0.0.1
 _smtp._tls.good.test TXT "v=TLSRPTv1; rua=mailto:tls@good.test"
 
 noaaaa.test MX 10 mx4.noaaaa.test
@@ -55,6 +57,11 @@ nodmarc.test TXT "v=spf1 ip6:::1 ip4:127.0.0.1 -all"
 notls.test MX 10 mx.good.test
 notls.test TXT "v=spf1 ip6:::1 ip4:127.0.0.1 -all"
 _dmarc.notls.test TXT "v=DMARC1; p=none"
+
+nosts.test MX 10 mx.good.test
+nosts.test TXT "v=spf1 ip6:::1 ip4:127.0.0.1 -all"
+_dmarc.nosts.test TXT "v=DMARC1; p=reject"
+_mta-sts.nosts.test TXT "v=STSv1; id=1"
 "#;
 
 fn check(s: &Server, port: u16, args: &[&str]) -> (i32, String) {
@@ -103,9 +110,26 @@ fn plain_smtp() -> u16 {
 #[test]
 fn audit_findings_and_exit_codes() {
     let _lo = LoAddresses::add(&["2001:db8:ffff::25", "2001:db8:ffff::26"]);
-    let s = Server::start_with_zone("check", ZONE, "");
+    // mx6 also serves good.test's MTA-STS policy, with a certificate from a test CA.
+    let ca = std::env::temp_dir().join(format!("mx6-check-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ca);
+    std::fs::create_dir_all(&ca).unwrap();
+    common::https::ca_and_cert(&ca, "sts", "mta-sts.good.test", "DNS:mta-sts.good.test");
+    let sts = free_port();
+    let d = ca.display();
+    let s = Server::start_with_zone(
+        "check",
+        ZONE,
+        &format!(
+            "[[tls.certificate]]\nnames = [\"mta-sts.good.test\"]\ncert = \"{d}/sts.crt\"\nkey = \"{d}/sts.key\"\n\
+             [mta_sts]\nlisten = [\"[::1]:{sts}\", \"127.0.0.1:{sts}\"]\ndomains = [\"good.test\"]\nmx = [\"mx.good.test\"]\n\
+             [delivery]\nmta_sts_port = {sts}\nca_file = \"{d}/ca.crt\"\n"
+        ),
+    );
     let (code, text) = check(&s, s.port, &["good.test", "--ip", "2001:db8::25"]);
     assert_eq!(code, 0, "{text}");
+    let sts6 = format!("ok       https://mta-sts.good.test:{sts} ::1: policy: mode enforce, mx mx.good.test, max_age 604800");
+    let sts4 = format!("ok       https://mta-sts.good.test:{sts} 127.0.0.1: policy: mode enforce");
     for want in [
         "ok       mx.good.test: preference 10",
         "ok       mx.good.test: AAAA ::1",
@@ -116,6 +140,8 @@ fn audit_findings_and_exit_codes() {
         "ok       _dmarc.good.test: v=DMARC1; p=reject",
         "ok       mx6._domainkey.good.test: key published",
         "ok       mx.good.test [::1]:",
+        &sts6,
+        &sts4,
         "STARTTLS: TLSv1_3",
         "0 errors",
     ] {
@@ -135,6 +161,7 @@ fn audit_findings_and_exit_codes() {
         ("spflong.test", s.port, "spf", "more than 10 DNS lookups"),
         ("nodmarc.test", s.port, "dmarc", "no DMARC record"),
         ("notls.test", plain, "smtp", "no STARTTLS"),
+        ("nosts.test", s.port, "mta-sts", "the policy host has no address"),
     ];
     for (domain, port, group, finding) in cases {
         let (code, text) = check(&s, *port, &[domain]);
@@ -153,4 +180,5 @@ fn audit_findings_and_exit_codes() {
     // p=none is a warning, not an error.
     let (_, text) = check(&s, plain, &["notls.test"]);
     assert!(text.contains("warning  _dmarc.notls.test: v=DMARC1; p=none"), "{text}");
+    let _ = std::fs::remove_dir_all(&ca);
 }

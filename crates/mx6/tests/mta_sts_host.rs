@@ -5,75 +5,15 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
+use common::https::{ca_and_cert, curl};
 use common::*;
-
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA and a certificate for `name` signed by it: (ca.crt, name.crt, name.key).
-fn ca_and_cert(dir: &Path, name: &str) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    openssl(
-        &[&["req", "-x509"], &ec[..], &["-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=mx6 test CA", "-days", "2"]].concat(),
-        dir,
-    );
-    openssl(&[&["req"], &ec[..], &["-keyout", "sts.key", "-out", "sts.csr", "-subj", &format!("/CN={name}")]].concat(), dir);
-    std::fs::write(dir.join("ext"), format!("subjectAltName=DNS:{name}\n")).unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "sts.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "sts.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ],
-        dir,
-    );
-}
-
-/// curl `url` for `host` resolved to `addr`: (HTTP status, content type, body).
-fn curl(dir: &Path, host: &str, port: u16, addr: &str, method: &str, path: &str, verify: bool) -> (String, String, String) {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "-X", method, "--max-time", "10", "-o", "body", "-w", "%{http_code} %{content_type}"]);
-    if verify {
-        c.args(["--cacert", "ca.crt"]);
-    } else {
-        c.arg("-k");
-    }
-    let out = c
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:{addr}"))
-        .arg(format!("https://{host}:{port}{path}"))
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
-    let w = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (code, ctype) = w.split_once(' ').unwrap_or((&w, ""));
-    (code.to_string(), ctype.to_string(), std::fs::read_to_string(dir.join("body")).unwrap_or_default())
-}
 
 #[test]
 fn the_policy_is_served_over_both_families_with_a_verified_certificate() {
     let dir = std::env::temp_dir().join(format!("mx6-mta-sts-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    ca_and_cert(&dir, "mta-sts.example.org");
+    ca_and_cert(&dir, "sts", "mta-sts.example.org", "DNS:mta-sts.example.org");
     let port = free_port();
     let d = dir.display();
     let s = Server::start(
@@ -85,14 +25,14 @@ fn the_policy_is_served_over_both_families_with_a_verified_certificate() {
     );
     let policy = "version: STSv1\r\nmode: enforce\r\nmx: mx.example.org\r\nmx: *.backup.example.org\r\nmax_age: 604800\r\n";
     for addr in ["[::1]", "127.0.0.1"] {
-        let (code, ctype, body) = curl(&dir, "mta-sts.example.org", port, addr, "GET", "/.well-known/mta-sts.txt", true);
+        let (code, ctype, body) = curl(&dir, "mta-sts.example.org", port, addr, "GET", "/.well-known/mta-sts.txt", Some("ca.crt"));
         assert_eq!((code.as_str(), ctype.as_str(), body.as_str()), ("200", "text/plain", policy), "over {addr}\n{}", s.log_text());
     }
     // Nothing else is served.
-    assert_eq!(curl(&dir, "mta-sts.example.org", port, "[::1]", "GET", "/", true).0, "404");
-    assert_eq!(curl(&dir, "mta-sts.example.org", port, "[::1]", "GET", "/.well-known/other.txt", true).0, "404");
-    assert_eq!(curl(&dir, "mta-sts.example.org", port, "[::1]", "POST", "/.well-known/mta-sts.txt", true).0, "405");
-    assert_eq!(curl(&dir, "mta-sts.other.test", port, "127.0.0.1", "GET", "/.well-known/mta-sts.txt", false).0, "404");
+    assert_eq!(curl(&dir, "mta-sts.example.org", port, "[::1]", "GET", "/", Some("ca.crt")).0, "404");
+    assert_eq!(curl(&dir, "mta-sts.example.org", port, "[::1]", "GET", "/.well-known/other.txt", Some("ca.crt")).0, "404");
+    assert_eq!(curl(&dir, "mta-sts.example.org", port, "[::1]", "POST", "/.well-known/mta-sts.txt", Some("ca.crt")).0, "405");
+    assert_eq!(curl(&dir, "mta-sts.other.test", port, "127.0.0.1", "GET", "/.well-known/mta-sts.txt", None).0, "404");
     // The record to publish, with an id that follows the policy.
     let id = s.log_text().lines().find(|l| l.contains("_mta-sts.example.org. IN TXT")).map(str::to_string).unwrap_or_default();
     assert!(id.contains("v=STSv1; id="), "{}", s.log_text());

@@ -10,7 +10,14 @@
 //!   through include and redirect), and it authorises every MX address and every
 //!   `--ip`;
 //! - DMARC (RFC 7489) and its policy; DKIM keys (RFC 6376) at the given and the
-//!   common selectors; MTA-STS (RFC 8461) and TLS-RPT (RFC 8460) records;
+//!   common selectors; TLS-RPT (RFC 8460) record;
+//! - MTA-STS (RFC 8461): the `_mta-sts` record and its `id`, the policy file
+//!   fetched over each address family with a verified certificate (§3.3),
+//!   parsed strictly, and whether its `mx` patterns cover every MX host
+//!   (§4.1); for a domain whose policy this config serves, whether the served
+//!   policy and the published `id` still belong together (§3.1);
+//! - the ACME certificate of this config (`[acme]`): its expiry and whether
+//!   the last renewal failed;
 //! - SMTP on every MX address: banner, EHLO, STARTTLS (RFC 3207), and the
 //!   certificate's names and expiry.
 
@@ -62,6 +69,14 @@ pub struct Options {
     pub dkim_selectors: Vec<String>,
     /// Our name for EHLO.
     pub hostname: String,
+    /// Port of the MTA-STS policy host (`[delivery] mta_sts_port`).
+    pub mta_sts_port: u16,
+    /// Extra trust anchors (`[delivery] ca_file`).
+    pub ca_file: String,
+    /// The policy this config serves for the domain, if it serves one.
+    pub served_policy: Option<String>,
+    /// The ACME client's last status, when `[acme]` is on.
+    pub acme: Option<mx6_config::acme::RenewalStatus>,
 }
 
 const GROUPS: &[(&str, &str)] = &[
@@ -74,6 +89,7 @@ const GROUPS: &[(&str, &str)] = &[
     ("mta-sts", "MTA-STS"),
     ("tls-rpt", "TLS-RPT"),
     ("smtp", "SMTP on port 25 (or --port)"),
+    ("acme", "ACME certificate"),
 ];
 
 impl Report {
@@ -151,10 +167,13 @@ pub async fn run(resolver: &Resolver, opts: &Options) -> Report {
     spf(resolver, &domain, &opts.hostname, &addrs, &opts.ips, &mut f).await;
     dmarc(resolver, &domain, &mut f).await;
     dkim(resolver, &domain, &opts.dkim_selectors, &mut f).await;
-    tagged_record(resolver, &format!("_mta-sts.{domain}"), "v=STSv1", "mta-sts", "MTA-STS (RFC 8461)", &mut f).await;
+    mta_sts(resolver, opts, &domain, &hosts, &mut f).await;
     tagged_record(resolver, &format!("_smtp._tls.{domain}"), "v=TLSRPTv1", "tls-rpt", "TLS-RPT (RFC 8460)", &mut f).await;
     for (host, ip) in &addrs {
         smtp(host, SocketAddr::new(*ip, opts.port), &opts.hostname, &mut f).await;
+    }
+    if let Some(status) = &opts.acme {
+        acme(status, &mut f);
     }
     let errors = f.0.iter().filter(|x| x.level == Level::Error).count();
     let warnings = f.0.iter().filter(|x| x.level == Level::Warning).count();
@@ -351,6 +370,128 @@ async fn tagged_record(resolver: &Resolver, name: &str, prefix: &str, check: &'s
         }
         Lookup::TempFail(e) => f.add(check, Level::Error, name, format!("lookup failed: {e}")),
         _ => f.add(check, Level::Warning, name, format!("no {what} record")),
+    }
+}
+
+async fn mta_sts(resolver: &Resolver, opts: &Options, domain: &str, hosts: &[String], f: &mut Findings) {
+    use mx6_policy::mta_sts::{parse_policy, policy_id, record_id, Mode};
+    let name = format!("_mta-sts.{domain}");
+    let records: Vec<String> = match resolver.txt(&name).await {
+        Lookup::Found(t) => t.into_iter().filter(|r| r.starts_with("v=STSv1")).collect(),
+        Lookup::TempFail(e) => return f.add("mta-sts", Level::Error, name, format!("lookup failed: {e}")),
+        Lookup::NotFound => Vec::new(),
+    };
+    let id = match &records[..] {
+        [] => return f.add("mta-sts", Level::Warning, name, "no MTA-STS record (RFC 8461): senders may deliver without verified TLS"),
+        [one] => match record_id(one) {
+            Some(id) => {
+                f.add("mta-sts", Level::Ok, &name, one.clone());
+                id.to_string()
+            }
+            None => return f.add("mta-sts", Level::Error, name, format!("`{one}` has no valid id (1 to 32 letters and digits, §3.1)")),
+        },
+        _ => return f.add("mta-sts", Level::Error, name, "several STSv1 records: senders ignore them all (§3.1)"),
+    };
+    let host = mx6_delivery::mta_sts_fetch::policy_host(domain);
+    let (v6, v4) = tokio::join!(resolver.aaaa(&host), resolver.a(&host));
+    let addrs: Vec<IpAddr> = v6.found().iter().map(|a| IpAddr::V6(*a)).chain(v4.found().iter().map(|a| IpAddr::V4(*a))).collect();
+    if v6.found().is_empty() {
+        f.add("mta-sts", Level::Warning, &host, "no AAAA record: IPv6-only senders cannot fetch the policy");
+    }
+    if addrs.is_empty() {
+        return f.add("mta-sts", Level::Error, host, "the policy host has no address");
+    }
+    let tls = match mx6_delivery::trust::verifying_client(&opts.ca_file, &[b"http/1.1"]) {
+        Ok(t) => t,
+        Err(e) => return f.add("mta-sts", Level::Error, host, format!("cannot verify certificates: {e}")),
+    };
+    let mut texts: Vec<String> = Vec::new();
+    for ip in addrs {
+        let subject = format!("https://{host}:{} {ip}", opts.mta_sts_port);
+        let fetched =
+            mx6_delivery::mta_sts_fetch::fetch(SocketAddr::new(ip, opts.mta_sts_port), domain, tls.clone(), Duration::from_secs(10)).await;
+        match fetched {
+            Err(e) => f.add("mta-sts", Level::Error, subject, format!("policy not fetched: {e}")),
+            Ok(text) => match parse_policy(&text) {
+                Err(e) => f.add("mta-sts", Level::Error, subject, format!("policy invalid: {e}")),
+                Ok(p) => {
+                    let mode = match p.mode {
+                        Mode::Enforce => "enforce",
+                        Mode::Testing => "testing",
+                        Mode::None => "none",
+                    };
+                    f.add("mta-sts", Level::Ok, subject, format!("policy: mode {mode}, mx {}, max_age {}", p.mx.join(" "), p.max_age));
+                    if texts.is_empty() {
+                        for h in hosts.iter().filter(|h| !p.allows(h)) {
+                            let level = if p.mode == Mode::Enforce { Level::Error } else { Level::Warning };
+                            f.add(
+                                "mta-sts",
+                                level,
+                                h,
+                                "MX host not covered by the policy's mx patterns: senders that enforce it will not deliver here",
+                            );
+                        }
+                    }
+                    texts.push(text);
+                }
+            },
+        }
+    }
+    if texts.windows(2).any(|w| w[0] != w[1]) {
+        f.add("mta-sts", Level::Warning, &host, "the addresses serve different policies");
+    }
+    if let (Some(ours), Some(served)) = (&opts.served_policy, texts.first()) {
+        if served != ours {
+            f.add(
+                "mta-sts",
+                Level::Warning,
+                &host,
+                "the policy served is not the one this config serves (another server, or not restarted?)",
+            );
+        }
+        let want = policy_id(ours);
+        if id != want {
+            f.add(
+                "mta-sts",
+                Level::Warning,
+                name,
+                format!("the policy changed but the id did not: publish `v=STSv1; id={want}` so senders fetch it again (§3.1)"),
+            );
+        }
+    }
+}
+
+fn acme(s: &mx6_config::acme::RenewalStatus, f: &mut Findings) {
+    let subject = s.names.join(", ");
+    let show = |t: i64| chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
+    let now = chrono::Utc::now().timestamp();
+    if s.not_after == 0 {
+        f.add("acme", Level::Error, &subject, "no certificate obtained yet: the default certificate is served");
+    } else if s.not_after < now {
+        f.add("acme", Level::Error, &subject, format!("the certificate expired {}", show(s.not_after)));
+    } else {
+        let days = (s.not_after - now) / 86400;
+        let level = if days < 14 { Level::Warning } else { Level::Ok };
+        f.add(
+            "acme",
+            level,
+            &subject,
+            format!("certificate expires {} (in {days} days); next renewal attempt {}", show(s.not_after), show(s.next_attempt)),
+        );
+    }
+    if s.failures > 0 {
+        f.add(
+            "acme",
+            Level::Warning,
+            &subject,
+            format!(
+                "the last {} order(s) failed, the last at {}: {}; the certificate in use stays; next attempt {}",
+                s.failures,
+                show(s.last_attempt),
+                s.last_error,
+                show(s.next_attempt)
+            ),
+        );
     }
 }
 

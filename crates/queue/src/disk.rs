@@ -132,6 +132,21 @@ pub fn set_mode(path: &Path, mode: u32) {
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
 }
 
+/// Replace `path` with `data` atomically, private (0600): write a temporary
+/// file, fsync it, rename it over `path`, fsync the directory.
+pub fn replace_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = create_private(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => Real.sync_dir(dir),
+        _ => Ok(()),
+    }
+}
+
 /// Create `dir` (and its parents) and make it private (0700).
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;

@@ -20,17 +20,10 @@ pub fn read(spool_dir: &Path) -> HashSet<String> {
 
 /// Write the hold list atomically (write, fsync, rename).
 pub fn write(spool_dir: &Path, ids: &HashSet<String>) -> std::io::Result<()> {
-    use std::io::Write;
     crate::disk::private_dir(spool_dir)?;
-    let p = path(spool_dir);
-    let tmp = p.with_extension("tmp");
     let mut v: Vec<&String> = ids.iter().collect();
     v.sort();
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = crate::disk::create_private(&tmp)?;
-    f.write_all(v.iter().map(|s| format!("{s}\n")).collect::<String>().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(tmp, p)
+    crate::disk::replace_private(&path(spool_dir), v.iter().map(|s| format!("{s}\n")).collect::<String>().as_bytes())
 }
 
 #[cfg(test)]

@@ -11,11 +11,13 @@
 //! - [`milter_server`]: `mx6 milter`, the content-stage checks as a milter for Postfix;
 //! - [`admin`]: metrics and the admin HTTP endpoint;
 //! - [`mta_sts_host`]: our MTA-STS policy over HTTPS (RFC 8461 §3.3);
+//! - [`acme`]: certificates ordered and renewed from an ACME server (RFC 8555);
 //! - [`users`]: the users file.
 //!
 //! `docs/architecture.md` has the layers and what each may depend on.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod checks;
 pub mod content_filter;

@@ -4,7 +4,9 @@
 //! (`text/plain`, [`mx6_policy::mta_sts::policy_text`]); anything else is
 //! 404, a method other than GET or HEAD 405. The certificate is chosen by SNI
 //! from the same set as SMTP ([`crate::net::tls`]: give `mta-sts.<domain>` a
-//! `[[tls.certificate]]`), so it reloads the same way. HTTP/1.1 by hyper, one
+//! `[[tls.certificate]]`, or let `[acme]` obtain it), so it reloads the same
+//! way; a handshake for ALPN `acme-tls/1` answers a TLS-ALPN-01 challenge
+//! (RFC 8737) and is closed. HTTP/1.1 by hyper, one
 //! request per connection, the request head within 10 s and 8 KiB, at most
 //! 256 connections at once.
 
@@ -26,10 +28,7 @@ pub struct Site {
 
 impl Site {
     pub fn new(cfg: &mx6_config::Config) -> Site {
-        let m = &cfg.mta_sts;
-        let domains = if m.domains.is_empty() { cfg.local.domains.clone() } else { m.domains.clone() };
-        let mx = if m.mx.is_empty() { vec![cfg.hostname.clone()] } else { m.mx.clone() };
-        Site { domains, policy: mx6_policy::mta_sts::policy_text(m.mode.as_str(), &mx, m.max_age.as_secs()) }
+        Site { domains: cfg.mta_sts_domains(), policy: cfg.mta_sts_policy() }
     }
 
     fn answer(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
@@ -69,6 +68,10 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, site: 
             let _slot = slot;
             let served = async {
                 let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+                if tls.get_ref().1.alpn_protocol() == Some(crate::net::tls::ACME_TLS_ALPN) {
+                    tracing::info!(client = %peer, "ACME TLS-ALPN-01 validation handshake");
+                    return Ok(());
+                }
                 let svc = hyper::service::service_fn(move |req| {
                     let r = site.answer(&req);
                     tracing::debug!(client = %peer, path = %req.uri().path(), status = r.status().as_u16(), "MTA-STS policy request");

@@ -61,7 +61,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     mx6_queue::disk::private_dir(&cfg.data_dir)
         .map_err(|source| ServeError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
-    for sub in ["spool", "state", "dkim", "tls", "quarantine"] {
+    for sub in ["spool", "state", "dkim", "tls", "quarantine", "acme"] {
         let p = cfg.data_dir.join(sub);
         if p.is_dir() {
             mx6_queue::disk::set_mode(&p, 0o700);
@@ -80,6 +80,14 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
         let l = listener::bind(addr).map_err(|source| ServeError::Bind { address: format!("{addr} (mta_sts.listen)"), source })?;
         tracing::info!(listen = %addr, "MTA-STS policy over HTTPS");
         sts.push(l);
+    }
+    let mut acme_http = Vec::new();
+    if cfg.acme.enabled() && cfg.acme.challenge == mx6_config::Challenge::Http01 {
+        for &addr in &cfg.acme.http_listen {
+            let l = listener::bind(addr).map_err(|source| ServeError::Bind { address: format!("{addr} (acme.http_listen)"), source })?;
+            tracing::info!(listen = %addr, "ACME HTTP-01 challenges");
+            acme_http.push(l);
+        }
     }
     let admin = match cfg.metrics.listen {
         None => None,
@@ -102,7 +110,26 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     }
     tasks.push(tokio::spawn(crate::control::server::serve(control_listener, socket, control, stop_rx.clone())));
     tasks.push(tokio::spawn(state.clone().saver(Duration::from_secs(10), stop_rx.clone())));
-    tasks.push(tokio::spawn(certificates.watch(stop_rx.clone())));
+    tasks.push(tokio::spawn(certificates.clone().watch(stop_rx.clone())));
+    if cfg.acme.enabled() {
+        let tokens = Arc::new(crate::acme::http_challenge::Tokens::default());
+        for l in acme_http {
+            tasks.push(tokio::spawn(crate::acme::http_challenge::serve(l, tokens.clone(), stop_rx.clone())));
+        }
+        let a = &cfg.acme;
+        let client = crate::acme::order::Client {
+            directory: a.directory.clone(),
+            contact: a.contact.clone(),
+            names: cfg.acme_names(),
+            challenge: a.challenge,
+            ca_file: a.ca_file.clone(),
+            dir: cfg.data_dir.join("acme"),
+            tokens,
+            certificates: certificates.clone(),
+        };
+        let renewal = crate::acme::renewal::Renewal { client, renew_before: a.renew_before, data_dir: cfg.data_dir.clone() };
+        tasks.push(tokio::spawn(renewal.run(stop_rx.clone())));
+    }
     if !sts.is_empty() {
         let site = Arc::new(crate::mta_sts_host::Site::new(&cfg));
         for d in &site.domains {
@@ -112,8 +139,9 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
                 "serving https://mta-sts.{d}/.well-known/mta-sts.txt; publish this record"
             );
         }
+        let https = tls::https_config(tls.as_deref().expect("TLS is always configured"));
         for l in sts {
-            let tls = tls.clone().expect("TLS is always configured");
+            let tls = https.clone();
             tasks.push(tokio::spawn(crate::mta_sts_host::serve(l, tls, site.clone(), stop_rx.clone())));
         }
     }
@@ -169,7 +197,7 @@ pub struct Assembled {
 pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembled, ServeError> {
     let users = Arc::new(UserDb::open(cfg.path_in_data(&cfg.local.users_file)).map_err(ServeError::Users)?);
     let routing = Routing::new(&cfg.local.domains, &cfg.relay.domains, cfg.relay.mynetworks.clone());
-    let (server_tls, certificates) = tls::server_config(&cfg.tls, &cfg.data_dir, &cfg.hostname)?;
+    let (server_tls, certificates) = tls::server_config(&cfg.tls, &cfg.data_dir, &cfg.hostname, &cfg.acme_names())?;
     let tls = Some(server_tls);
     let inbound = Arc::new(Inbound::new(&cfg.dns, &cfg.policy, &cfg.dnsbl, &cfg.hostname)?);
     let mut keys = Vec::new();

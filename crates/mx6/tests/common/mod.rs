@@ -3,6 +3,7 @@
 //! smtplib) or a raw socket, and read what landed in the Maildirs.
 #![allow(dead_code)]
 
+pub mod https;
 pub mod postfix;
 
 use std::io::{BufRead, BufReader, Read, Write};

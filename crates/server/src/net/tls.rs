@@ -11,6 +11,11 @@
 //! not load (a broken file, a key that does not match its certificate) is
 //! refused with a log line and the certificates in use stay.
 //! `mx6_tls_certificate_expiry_seconds{name}` says when each one in use expires.
+//!
+//! With `[acme]`, the certificate in `data_dir/acme/` is chosen by SNI for its
+//! names and, when `[tls] cert` is empty, is the default once it exists; a
+//! handshake that offers only ALPN `acme-tls/1` gets the TLS-ALPN-01 challenge
+//! certificate for its name (RFC 8737 §3) while an order waits for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -45,7 +50,13 @@ struct Source {
     names: Vec<String>,
     cert: PathBuf,
     key: PathBuf,
+    /// The ACME certificate: absent until the first order, and the default
+    /// once present when `[tls] cert` is empty.
+    acme: Option<bool>,
 }
+
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// The certificates in use.
 #[derive(Debug)]
@@ -65,6 +76,8 @@ pub struct Certificates {
     current: RwLock<Arc<Loaded>>,
     /// Modification times of every file at the last load (or attempt).
     stamps: Mutex<Vec<Option<SystemTime>>>,
+    /// TLS-ALPN-01 challenge certificates by lower-case name.
+    alpn_challenges: RwLock<Vec<(String, Arc<CertifiedKey>)>>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -87,6 +100,14 @@ fn load_pair(src: &Source, provider: &rustls::crypto::CryptoProvider) -> Result<
     Ok(Arc::new(ck))
 }
 
+/// A certificate chain and its key, not checked against each other: the
+/// TLS-ALPN-01 certificate carries a critical extension (`acmeIdentifier`)
+/// that the checking parser refuses.
+pub fn unchecked_certified_key(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<CertifiedKey>, TlsError> {
+    let signer = provider().key_provider.load_private_key(key)?;
+    Ok(Arc::new(CertifiedKey::new(certs, signer)))
+}
+
 /// The end of the certificate's validity, Unix seconds.
 fn not_after(ck: &CertifiedKey) -> Option<i64> {
     let der = ck.cert.first()?;
@@ -100,10 +121,16 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 impl Certificates {
     fn load(sources: &[Source]) -> Result<Loaded, TlsError> {
         let p = provider();
-        let default = load_pair(&sources[0], &p)?;
+        let mut default = load_pair(&sources[0], &p)?;
         let mut by_name = Vec::new();
         for s in &sources[1..] {
+            if s.acme.is_some() && !s.cert.exists() {
+                continue; // not ordered yet
+            }
             let ck = load_pair(s, &p)?;
+            if s.acme == Some(true) {
+                default = ck.clone();
+            }
             for n in &s.names {
                 by_name.push((n.trim_end_matches('.').to_ascii_lowercase(), ck.clone()));
             }
@@ -197,16 +224,47 @@ impl Certificates {
             }
         }
     }
+
+    /// Answer TLS-ALPN-01 handshakes for `name` with `cert` (until cleared).
+    pub fn set_alpn_challenge(&self, name: &str, cert: Arc<CertifiedKey>) {
+        let name = name.to_ascii_lowercase();
+        let mut c = self.alpn_challenges.write().unwrap_or_else(|e| e.into_inner());
+        c.retain(|(n, _)| *n != name);
+        c.push((name, cert));
+    }
+
+    pub fn clear_alpn_challenges(&self) {
+        self.alpn_challenges.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello.alpn().is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            // RFC 8737 §3: only the challenge certificate, and only for a name being validated.
+            let name = hello.server_name()?.trim_end_matches('.').to_ascii_lowercase();
+            let c = self.alpn_challenges.read().unwrap_or_else(|e| e.into_inner());
+            return c.iter().find(|(n, _)| *n == name).map(|(_, ck)| ck.clone());
+        }
         Some(self.choose(hello.server_name()))
     }
 }
 
-/// Load or create the certificates and build the rustls config around them.
-pub fn server_config(tls: &TlsConfig, data_dir: &Path, hostname: &str) -> Result<(Arc<ServerConfig>, Arc<Certificates>), TlsError> {
+/// Where the ACME certificate and its key are kept.
+pub fn acme_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = data_dir.join("acme");
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// Load or create the certificates and build the rustls config around them;
+/// `acme_names` are the names of the ACME certificate (empty: no ACME).
+pub fn server_config(
+    tls: &TlsConfig,
+    data_dir: &Path,
+    hostname: &str,
+    acme_names: &[String],
+) -> Result<(Arc<ServerConfig>, Arc<Certificates>), TlsError> {
     let (cert, key) = if tls.cert.is_empty() {
         let dir = data_dir.join("tls");
         let cert = dir.join("cert.pem");
@@ -218,9 +276,13 @@ pub fn server_config(tls: &TlsConfig, data_dir: &Path, hostname: &str) -> Result
     } else {
         (tls.cert.clone().into(), tls.key.clone().into())
     };
-    let mut sources = vec![Source { names: Vec::new(), cert, key }];
+    let mut sources = vec![Source { names: Vec::new(), cert, key, acme: None }];
+    if !acme_names.is_empty() {
+        let (cert, key) = acme_paths(data_dir);
+        sources.push(Source { names: acme_names.to_vec(), cert, key, acme: Some(tls.cert.is_empty()) });
+    }
     for c in &tls.certificate {
-        sources.push(Source { names: c.names.clone(), cert: c.cert.clone().into(), key: c.key.clone().into() });
+        sources.push(Source { names: c.names.clone(), cert: c.cert.clone().into(), key: c.key.clone().into(), acme: None });
     }
     let loaded = Certificates::load(&sources)?;
     let certs = Arc::new(Certificates {
@@ -229,6 +291,7 @@ pub fn server_config(tls: &TlsConfig, data_dir: &Path, hostname: &str) -> Result
         stamps: Mutex::new(Vec::new()),
         current: RwLock::new(Arc::new(loaded)),
         sources,
+        alpn_challenges: RwLock::new(Vec::new()),
     });
     *certs.stamps.lock().unwrap_or_else(|e| e.into_inner()) = certs.stamps_now();
     let config = ServerConfig::builder_with_provider(provider())
@@ -236,6 +299,14 @@ pub fn server_config(tls: &TlsConfig, data_dir: &Path, hostname: &str) -> Result
         .with_no_client_auth()
         .with_cert_resolver(certs.clone());
     Ok((Arc::new(config), certs))
+}
+
+/// The HTTPS variant of `smtp`: ALPN `http/1.1`, and `acme-tls/1` for
+/// TLS-ALPN-01 challenges.
+pub fn https_config(smtp: &ServerConfig) -> Arc<ServerConfig> {
+    let mut c = smtp.clone();
+    c.alpn_protocols = vec![b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    Arc::new(c)
 }
 
 fn generate(hostname: &str, dir: &Path) -> Result<(), TlsError> {
@@ -302,7 +373,7 @@ mod tests {
                 mx6_config::tls::CertificateConfig { names: vec!["*.example.org".into()], cert: c3, key: k3 },
             ],
         };
-        let (_, certs) = server_config(&cfg, &dir, "mx.test").unwrap();
+        let (_, certs) = server_config(&cfg, &dir, "mx.test", &[]).unwrap();
         let default = certs.choose(None);
         assert!(Arc::ptr_eq(&default, &certs.choose(Some("unknown.test"))));
         let named = certs.choose(Some("mail.example.net."));

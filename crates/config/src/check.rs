@@ -134,6 +134,30 @@ impl Config {
         f.duration("delivery.connect_timeout", d.connect_timeout, Duration::from_millis(100), 10 * MIN);
         f.count("delivery.concurrency", d.concurrency as u64, 1, 100_000);
         f.count("delivery.destination_concurrency", d.destination_concurrency as u64, 1, 100_000);
+        if !d.ca_file.is_empty() {
+            if let Err(e) = mx6_delivery::trust::roots(&d.ca_file) {
+                f.require(false, "delivery.ca_file", e.to_string());
+            }
+        }
+        for (i, e) in d.tls_policy.iter().enumerate() {
+            let key = |k: &str| format!("delivery.tls_policy[{i}].{k}");
+            f.require(!e.domain.trim().is_empty(), &key("domain"), "a domain (or `relayhost`) is required");
+            let known = mx6_delivery::tls_policy::Level::parse(&e.level);
+            let dane = matches!(e.level.as_str(), "dane" | "dane-only");
+            f.require(
+                known.is_some() || dane,
+                &key("level"),
+                format!("unknown `{}`; expected none, may, encrypt, verify, dane or dane-only", e.level),
+            );
+            f.require(!dane, &key("level"), format!("`{}`: DANE is not implemented yet; use verify", e.level));
+            f.warn_if(
+                !e.names.is_empty() && known != Some(mx6_delivery::tls_policy::Level::Verify),
+                &key("match"),
+                "names to match are only checked with level verify",
+            );
+            let twice = d.tls_policy[..i].iter().any(|o| o.domain.eq_ignore_ascii_case(&e.domain));
+            f.require(!twice, &key("domain"), format!("`{}` has an entry already", e.domain));
+        }
         f.duration("store.timeout", self.store.timeout, Duration::from_millis(1), MIN);
         let g = &self.greylist;
         f.duration("greylist.delay", g.delay, Duration::ZERO, DAY);

@@ -57,6 +57,25 @@ pub struct DeliveryConfig {
     pub mta_sts_port: u16,
     /// Extra trust anchors (PEM) for MX and policy-server certificates.
     pub ca_file: String,
+    /// The TLS level of destinations no `tls_policy` entry names: none, may,
+    /// encrypt or verify.
+    #[serde(deserialize_with = "tls_level")]
+    pub tls: mx6_delivery::tls_policy::Level,
+    /// `[[delivery.tls_policy]]`: per destination, like Postfix's `smtp_tls_policy_maps`.
+    pub tls_policy: Vec<TlsPolicyEntry>,
+}
+
+/// One `[[delivery.tls_policy]]` entry; its level is judged by the checks,
+/// so an unknown one is named with its line.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsPolicyEntry {
+    /// A domain, or `relayhost`.
+    pub domain: String,
+    pub level: String,
+    /// Names the certificate may carry instead of the MX host name (with `verify`).
+    #[serde(rename = "match")]
+    pub names: Vec<String>,
 }
 
 impl Default for DeliveryConfig {
@@ -74,6 +93,8 @@ impl Default for DeliveryConfig {
             connect_timeout: Duration::from_secs(30),
             mta_sts_port: 443,
             ca_file: String::new(),
+            tls: mx6_delivery::tls_policy::Level::May,
+            tls_policy: Vec::new(),
         }
     }
 }
@@ -88,8 +109,30 @@ impl DeliveryConfig {
         r.bind_ipv4 = self.bind_ipv4;
         r.preference = self.address_preference;
         r.connect_timeout = self.connect_timeout;
+        r.tls = self.tls;
+        r.tls_policies = self
+            .tls_policy
+            .iter()
+            .filter_map(|e| {
+                Some(mx6_delivery::tls_policy::Manual {
+                    domain: e.domain.trim_end_matches('.').to_ascii_lowercase(),
+                    level: mx6_delivery::tls_policy::Level::parse(&e.level)?,
+                    names: e.names.clone(),
+                })
+            })
+            .collect();
+        // Without any trust anchor, `verify` defers with a reply that says so.
+        if let Ok(c) = mx6_delivery::tls_policy::Connectors::new(&self.ca_file) {
+            r.connectors = c;
+        }
         r
     }
+}
+
+fn tls_level<'de, D: Deserializer<'de>>(d: D) -> Result<mx6_delivery::tls_policy::Level, D::Error> {
+    let s = String::deserialize(d)?;
+    mx6_delivery::tls_policy::Level::parse(&s)
+        .ok_or_else(|| de::Error::custom(format!("unknown `{s}`; expected none, may, encrypt or verify")))
 }
 
 fn relayhost<'de, D: Deserializer<'de>>(d: D) -> Result<Option<mx6_delivery::remote::Relayhost>, D::Error> {

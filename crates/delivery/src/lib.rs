@@ -2,6 +2,7 @@
 //!
 //! - [`maildir`]: local delivery into Maildir folders;
 //! - [`remote`]: delivery to other domains (MX, Happy Eyeballs, STARTTLS, relayhost);
+//! - [`tls_policy`]: how much TLS a destination gets (none, may, encrypt, verify);
 //! - [`trust`]: the trust anchors of verified outbound TLS;
 //! - [`mta_sts_fetch`]: fetching a domain's MTA-STS policy file.
 #![forbid(unsafe_code)]
@@ -9,4 +10,5 @@
 pub mod maildir;
 pub mod mta_sts_fetch;
 pub mod remote;
+pub mod tls_policy;
 pub mod trust;

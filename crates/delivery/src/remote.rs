@@ -21,6 +21,8 @@ use mx6_smtp::client::{Action, Client, ClientConfig, Outcome, RcptResult, Server
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::tls_policy::{Connectors, Level, Manual, Requirement, Source, TlsResult};
+
 pub const MAX_HOSTS: usize = 5;
 pub const MAX_ADDRESSES: usize = 10;
 
@@ -113,20 +115,22 @@ pub async fn lmtp(target: &LmtpTarget, hostname: &str, txn: &Transaction, body: 
         peer: None,
         tls: false,
         dsn: false,
+        tls_source: Source::None,
+        tls_result: None,
     };
     let o = match target {
         LmtpTarget::Tcp(a) => match tokio::time::timeout(timeout, TcpStream::connect(a)).await {
-            Ok(Ok(s)) => session(s, client, name, timeout).await,
+            Ok(Ok(s)) => session(s, client, name, client_tls(), timeout).await.0,
             Ok(Err(e)) => return fail(e),
             Err(_) => return fail(std::io::ErrorKind::TimedOut.into()),
         },
         LmtpTarget::Unix(p) => match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(p)).await {
-            Ok(Ok(s)) => session(s, client, name, timeout).await,
+            Ok(Ok(s)) => session(s, client, name, client_tls(), timeout).await.0,
             Ok(Err(e)) => return fail(e),
             Err(_) => return fail(std::io::ErrorKind::TimedOut.into()),
         },
     };
-    Delivery { rcpts: o.rcpts, peer: None, tls: false, dsn: o.dsn }
+    Delivery { rcpts: o.rcpts, peer: None, tls: false, dsn: o.dsn, tls_source: Source::None, tls_result: None }
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +147,11 @@ pub struct RemoteConfig {
     pub connect_timeout: Duration,
     /// Waiting for one reply (RFC 5321 §4.5.3.2 suggests minutes).
     pub reply_timeout: Duration,
+    /// The level of domains no `tls_policies` entry names.
+    pub tls: Level,
+    /// `[[delivery.tls_policy]]`.
+    pub tls_policies: Vec<Manual>,
+    pub connectors: Connectors,
 }
 
 impl RemoteConfig {
@@ -158,6 +167,9 @@ impl RemoteConfig {
             attempt_delay: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(30),
             reply_timeout: Duration::from_secs(300),
+            tls: Level::May,
+            tls_policies: Vec::new(),
+            connectors: Connectors::unverified(),
         }
     }
 }
@@ -172,6 +184,10 @@ pub struct Delivery {
     pub tls: bool,
     /// The peer offered DSN (RFC 3461), so the sender's DSN parameters went on with the message.
     pub dsn: bool,
+    /// The policy that set this destination's TLS level.
+    pub tls_source: Source,
+    /// How TLS went with the peer that answered (none without a session).
+    pub tls_result: Option<TlsResult>,
 }
 
 fn all(rcpts: usize, r: RcptResult) -> Vec<RcptResult> {
@@ -353,8 +369,9 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     mut client: Client,
     tls_name: rustls_pki_types::ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
     reply_timeout: Duration,
-) -> Outcome {
+) -> (Outcome, Option<TlsResult>) {
     let mut conn = Conn::Plain(stream);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -362,19 +379,23 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             match a {
                 Action::Send(b) => {
                     if conn.write_all(&b).await.is_err() {
-                        return client.abort("connection lost while sending");
+                        return (client.abort("connection lost while sending"), None);
                     }
                 }
                 Action::StartTls => {
-                    let Conn::Plain(s) = std::mem::replace(&mut conn, Conn::Gone) else { return client.abort("TLS state") };
-                    let connector = tokio_rustls::TlsConnector::from(client_tls());
+                    let Conn::Plain(s) = std::mem::replace(&mut conn, Conn::Gone) else { return (client.abort("TLS state"), None) };
+                    let connector = tokio_rustls::TlsConnector::from(tls.clone());
                     match tokio::time::timeout(reply_timeout, connector.connect(tls_name.clone(), s)).await {
                         Ok(Ok(t)) => {
                             conn = Conn::Tls(Box::new(t));
                             client.tls_established();
                         }
-                        Ok(Err(e)) => return client.abort(&format!("TLS handshake failed: {e}")),
-                        Err(_) => return client.abort("TLS handshake timeout"),
+                        Ok(Err(e)) => {
+                            let r = TlsResult::of_handshake(&e);
+                            let text = format!("4.7.5 TLS with the server failed ({}): {e}", r.as_str());
+                            return (client.refuse(ServerReply { code: 451, lines: vec![text] }), Some(r));
+                        }
+                        Err(_) => return (client.abort("TLS handshake timeout"), Some(TlsResult::ValidationFailure)),
                     }
                 }
                 Action::Done(o) => {
@@ -383,14 +404,14 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         let _ = conn.write_all(&b).await;
                     }
                     conn.shutdown().await;
-                    return o;
+                    return (o, None);
                 }
             }
         }
         match tokio::time::timeout(reply_timeout, conn.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return client.abort("connection closed by the server"),
+            Ok(Ok(0)) | Ok(Err(_)) => return (client.abort("connection closed by the server"), None),
             Ok(Ok(n)) => client.receive(&buf[..n]),
-            Err(_) => return client.abort("timeout waiting for the server"),
+            Err(_) => return (client.abort("timeout waiting for the server"), None),
         }
     }
 }
@@ -400,11 +421,16 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
     let n = txn.rcpts.len();
     let hosts = match route(resolver, cfg, domain).await {
         Ok(h) => h,
-        Err(r) => return Delivery { rcpts: all(n, r), peer: None, tls: false, dsn: false },
+        Err(r) => return Delivery { rcpts: all(n, r), peer: None, tls: false, dsn: false, tls_source: Source::None, tls_result: None },
     };
     let port = cfg.relayhost.as_ref().map(|r| r.port).unwrap_or(cfg.port);
-    // Credentials never travel in clear: with AUTH, TLS is required.
-    let tls_policy = if cfg.relayhost.is_some() && cfg.auth.is_some() { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
+    let req = crate::tls_policy::requirement(cfg.tls, &cfg.tls_policies, domain, cfg.relayhost.is_some(), cfg.auth.is_some());
+    let tls_policy = match req.level {
+        Level::None => TlsPolicy::Off,
+        Level::May => TlsPolicy::Opportunistic,
+        Level::Encrypt | Level::Verify => TlsPolicy::Required,
+    };
+    let mut last_tls = None;
     let mut last = RcptResult::Deferred(local(451, "4.4.1 no MX host could be reached"));
     // The host that gave `last`, when a server gave it (for Remote-MTA).
     let mut last_peer = None;
@@ -440,7 +466,13 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
             );
             let name =
                 rustls_pki_types::ServerName::try_from(host.clone()).unwrap_or(rustls_pki_types::ServerName::IpAddress(peer.ip().into()));
-            let o = session(stream, client, name, cfg.reply_timeout).await;
+            let Some(tls) = cfg.connectors.for_session(&req, host) else {
+                let text = "4.7.5 level verify, but no trust anchors are loaded (see delivery.ca_file)";
+                (last, last_peer, last_tls) = (RcptResult::Deferred(local(451, text)), None, Some(TlsResult::ValidationFailure));
+                break;
+            };
+            let (o, failed) = session(stream, client, name, tls, cfg.reply_timeout).await;
+            let tls_result = tls_result(&req, &o, failed);
             // The host refused us for being on IPv6: the same host over IPv4, now.
             let v6_refused = peer.is_ipv6() && o.rcpts.iter().any(|r| !matches!(r, RcptResult::Delivered(_)) && r.reply().refuses_ipv6());
             if v6_refused && !retried_v4 && cfg.preference != AddressPreference::Ipv6Only {
@@ -456,16 +488,39 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
                 // Nothing decided here (greeting refused, connection lost): next host.
                 last = o.rcpts[0].clone();
                 last_peer = Some((host.clone(), peer));
+                last_tls = tls_result;
                 tried += 1;
                 break;
             }
-            return Delivery { rcpts: o.rcpts, peer: Some((host.clone(), peer)), tls: o.tls, dsn: o.dsn };
+            return Delivery {
+                rcpts: o.rcpts,
+                peer: Some((host.clone(), peer)),
+                tls: o.tls,
+                dsn: o.dsn,
+                tls_source: req.source,
+                tls_result,
+            };
         }
         if tried >= MAX_ADDRESSES {
             break;
         }
     }
-    Delivery { rcpts: all(n, last), peer: last_peer, tls: false, dsn: false }
+    Delivery { rcpts: all(n, last), peer: last_peer, tls: false, dsn: false, tls_source: req.source, tls_result: last_tls }
+}
+
+/// How TLS went in one session under `req` (`None`: the session ended
+/// before TLS was decided, e.g. a refused greeting).
+fn tls_result(req: &Requirement, o: &Outcome, failed: Option<TlsResult>) -> Option<TlsResult> {
+    if failed.is_some() {
+        return failed;
+    }
+    if o.tls {
+        return Some(TlsResult::Success);
+    }
+    if !o.starttls_offered && !o.server_name.is_empty() && req.level >= Level::May {
+        return Some(TlsResult::StarttlsNotSupported);
+    }
+    (req.level == Level::None || o.starttls_offered).then_some(TlsResult::Plaintext)
 }
 
 /// TLS for outbound SMTP: opportunistic, so certificates are inspected, not

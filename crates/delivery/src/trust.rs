@@ -17,9 +17,8 @@ pub enum TrustError {
     Rustls(#[from] rustls::Error),
 }
 
-/// A client configuration that verifies certificates against the system's
-/// roots and `ca_file` (empty: none), with `alpn` protocols offered.
-pub fn verifying_client(ca_file: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TrustError> {
+/// The system's roots plus the anchors of `ca_file` (empty: none).
+pub fn roots(ca_file: &str) -> Result<rustls::RootCertStore, TrustError> {
     let mut roots = rustls::RootCertStore::empty();
     let system = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(system.certs);
@@ -32,6 +31,13 @@ pub fn verifying_client(ca_file: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::Cli
     if roots.is_empty() {
         return Err(TrustError::Empty);
     }
+    Ok(roots)
+}
+
+/// A client configuration that verifies certificates against [`roots`],
+/// with `alpn` protocols offered.
+pub fn verifying_client(ca_file: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TrustError> {
+    let roots = roots(ca_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut c = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

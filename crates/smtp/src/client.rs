@@ -142,6 +142,8 @@ pub struct Outcome {
     /// The server offered DSN, so the DSN parameters went with the
     /// transaction and notices of success are its business (RFC 3461 §5.2.2).
     pub dsn: bool,
+    /// The server offered STARTTLS (RFC 3207) in its first EHLO reply.
+    pub starttls_offered: bool,
 }
 
 /// The next thing the driver must do.
@@ -176,6 +178,7 @@ pub struct Client {
     actions: std::collections::VecDeque<Action>,
     ext: Vec<String>,
     tls: bool,
+    starttls_offered: bool,
     server_name: String,
     /// Envelope replies expected, in order: MAIL, RCPT×n, DATA.
     expected: usize,
@@ -208,6 +211,7 @@ impl Client {
             got: Vec::new(),
             pipelined: false,
             dsn: false,
+            starttls_offered: false,
             results: vec![None; n],
             lmtp_waiting: Vec::new(),
             body: Some(body),
@@ -224,6 +228,13 @@ impl Client {
 
     /// The connection ended or timed out before the outcome: every undecided
     /// recipient is deferred with `why`.
+    /// Stop here with `reply` as the answer of every open recipient (a TLS
+    /// peer that failed verification: `4.7.5`).
+    pub fn refuse(&mut self, reply: ServerReply) -> Outcome {
+        self.state = State::Finished;
+        self.outcome_with(reply)
+    }
+
     pub fn abort(&mut self, why: &str) -> Outcome {
         self.state = State::Finished;
         self.outcome_with(ServerReply::local(451, &format!("4.4.2 {why}")))
@@ -289,7 +300,7 @@ impl Client {
     /// Every undecided recipient gets `r` (as deferred or failed by its code).
     fn outcome_with(&mut self, r: ServerReply) -> Outcome {
         let rcpts = self.results.iter().map(|x| x.clone().unwrap_or_else(|| RcptResult::from_reply(r.clone()))).collect();
-        Outcome { rcpts, tls: self.tls, server_name: self.server_name.clone(), dsn: self.dsn }
+        Outcome { rcpts, tls: self.tls, server_name: self.server_name.clone(), dsn: self.dsn, starttls_offered: self.starttls_offered }
     }
 
     /// End the session: QUIT, then the outcome.
@@ -315,6 +326,9 @@ impl Client {
                 }
                 self.server_name = r.lines.first().and_then(|l| l.split_whitespace().next()).unwrap_or("").to_string();
                 self.ext = r.lines.iter().skip(1).cloned().collect();
+                if !self.tls && self.has("STARTTLS") {
+                    self.starttls_offered = true;
+                }
                 if !self.tls && self.cfg.tls != TlsPolicy::Off && self.has("STARTTLS") {
                     self.state = State::StartTls;
                     return self.send("STARTTLS\r\n".into());

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub content_filter: IntCounterVec,
     pub queue_messages: IntGaugeVec,
     pub delivery_attempts: IntCounterVec,
+    pub delivery_tls: IntCounterVec,
     pub delivery_duration: HistogramVec,
     pub spool_corrupt: IntCounter,
     pub spool_write_failures: IntCounterVec,
@@ -70,6 +71,12 @@ impl Metrics {
             &["family", "filter", "verdict"],
         );
         let queue_messages = gauge(&r, "mx6_queue_messages", "Messages in the queue by state.", &["state"]);
+        let delivery_tls = counter(
+            &r,
+            "mx6_delivery_tls_total",
+            "Outbound sessions by the TLS policy that applied and how TLS went (success, plaintext, or an RFC 8460 result type).",
+            &["family", "policy", "result"],
+        );
         let delivery_attempts =
             counter(&r, "mx6_delivery_attempts_total", "Delivery attempts per recipient by result.", &["family", "result"]);
         let delivery_duration = HistogramVec::new(
@@ -144,6 +151,7 @@ impl Metrics {
             content_filter,
             queue_messages,
             delivery_attempts,
+            delivery_tls,
             delivery_duration,
             spool_corrupt,
             spool_write_failures,

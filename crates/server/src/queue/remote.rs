@@ -109,6 +109,10 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
             None if lmtp => key.clone(),
             None => "none".into(),
         };
+        let tls_result = d.tls_result.map(|r| r.as_str()).unwrap_or("none");
+        if d.tls_result.is_some() && !lmtp {
+            m.delivery_tls.with_label_values(&[family, d.tls_source.as_str(), tls_result]).inc();
+        }
         for (i, r) in idx.into_iter().zip(d.rcpts) {
             let to = job.msg.rcpts[i].address.clone();
             let remote_mta = d.peer.as_ref().map(|(h, _)| h.as_str());
@@ -117,7 +121,7 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
             m.delivery(family, result, age);
             tracing::info!(
                 queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), to = %to, relay = %relay, family,
-                tls = d.tls, dsn = d.dsn, delay = format!("{age:.3}"), status, "{}", r.reply().text()
+                tls = d.tls, tls_policy = d.tls_source.as_str(), tls_result, dsn = d.dsn, delay = format!("{age:.3}"), status, "{}", r.reply().text()
             );
             if let (Fate::Delivered, RcptResult::Delivered(reply), true) = (&fate, &r, notice::wants_success(&job.msg, i)) {
                 // RFC 3461 §5.2.2: a peer that speaks DSN got the parameters and

@@ -134,10 +134,10 @@ impl Config {
         f.duration("delivery.connect_timeout", d.connect_timeout, Duration::from_millis(100), 10 * MIN);
         f.count("delivery.concurrency", d.concurrency as u64, 1, 100_000);
         f.count("delivery.destination_concurrency", d.destination_concurrency as u64, 1, 100_000);
-        if !d.ca_file.is_empty() {
-            if let Err(e) = mx6_delivery::trust::roots(&d.ca_file) {
-                f.require(false, "delivery.ca_file", e.to_string());
-            }
+        match mx6_delivery::trust::roots(&d.ca_file) {
+            Err(e) if !d.ca_file.is_empty() => f.require(false, "delivery.ca_file", e.to_string()),
+            Err(e) => f.warn_if(d.mta_sts, "delivery.mta_sts", format!("{e}: MTA-STS policies can not be fetched")),
+            Ok(_) => {}
         }
         for (i, e) in d.tls_policy.iter().enumerate() {
             let key = |k: &str| format!("delivery.tls_policy[{i}].{k}");
@@ -281,6 +281,20 @@ mod tests {
             Ok(c) => c.findings().iter().map(|e| e.to_string()).collect(),
             Err(e) => vec![e.to_string()],
         }
+    }
+
+    #[test]
+    fn tls_policies_that_cannot_work_are_refused_with_their_line() {
+        let e = errors(
+            "hostname = \"mx.test\"\n[[delivery.tls_policy]]\ndomain = \"a.test\"\nlevel = \"secure\"\n[[delivery.tls_policy]]\ndomain = \"b.test\"\nlevel = \"dane\"\n[[delivery.tls_policy]]\ndomain = \"A.test\"\nlevel = \"verify\"\n[[delivery.tls_policy]]\nlevel = \"may\"\n",
+        );
+        let has = |p: &str| e.iter().any(|e| e.starts_with(p));
+        assert!(has("f.toml:4: delivery.tls_policy[0].level: unknown `secure`"), "{e:?}");
+        assert!(has("f.toml:7: delivery.tls_policy[1].level: `dane`: DANE is not implemented yet"), "{e:?}");
+        assert!(has("f.toml:9: delivery.tls_policy[2].domain: `A.test` has an entry already"), "{e:?}");
+        assert!(has("f.toml:11: delivery.tls_policy[3].domain: a domain (or `relayhost`) is required"), "{e:?}");
+        let e = errors("hostname = \"mx.test\"\n[delivery]\ntls = \"secure\"\n");
+        assert!(e.iter().any(|e| e.contains("delivery.tls") && e.contains("unknown `secure`")), "{e:?}");
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct DeliveryConfig {
     pub connect_timeout: Duration,
     /// Port of MTA-STS policy servers (RFC 8461 §3.3 says 443).
     pub mta_sts_port: u16,
+    /// Fetch and obey the MTA-STS policies of recipient domains (RFC 8461).
+    pub mta_sts: bool,
     /// Extra trust anchors (PEM) for MX and policy-server certificates.
     pub ca_file: String,
     /// The TLS level of destinations no `tls_policy` entry names: none, may,
@@ -92,6 +94,7 @@ impl Default for DeliveryConfig {
             destination_concurrency: 10,
             connect_timeout: Duration::from_secs(30),
             mta_sts_port: 443,
+            mta_sts: true,
             ca_file: String::new(),
             tls: mx6_delivery::tls_policy::Level::May,
             tls_policy: Vec::new(),
@@ -126,6 +129,18 @@ impl DeliveryConfig {
             r.connectors = c;
         }
         r
+    }
+}
+
+impl DeliveryConfig {
+    /// How MTA-STS policies are fetched (`None`: `mta_sts = false`, or no
+    /// trust anchor to verify the policy hosts with).
+    pub fn mta_sts_fetcher(&self) -> Option<mx6_delivery::mta_sts::Fetcher> {
+        if !self.mta_sts {
+            return None;
+        }
+        let tls = mx6_delivery::trust::verifying_client(&self.ca_file, &[b"http/1.1"]).ok()?;
+        Some(mx6_delivery::mta_sts::Fetcher { tls, port: self.mta_sts_port, timeout: std::time::Duration::from_secs(10) })
     }
 }
 

@@ -13,7 +13,6 @@
 //! lists (at most [`MAX_HOSTS`] hosts and [`MAX_ADDRESSES`] addresses per attempt).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use mx6_dns::{Lookup, Resolver};
@@ -21,7 +20,7 @@ use mx6_smtp::client::{Action, Client, ClientConfig, Outcome, RcptResult, Server
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::tls_policy::{Connectors, Level, Manual, Requirement, Source, TlsResult};
+use crate::tls_policy::{client_tls, Connectors, Level, Manual, Requirement, SessionTls, Source, TlsResult};
 
 pub const MAX_HOSTS: usize = 5;
 pub const MAX_ADDRESSES: usize = 10;
@@ -117,20 +116,25 @@ pub async fn lmtp(target: &LmtpTarget, hostname: &str, txn: &Transaction, body: 
         dsn: false,
         tls_source: Source::None,
         tls_result: None,
+        tls_sessions: Vec::new(),
     };
     let o = match target {
         LmtpTarget::Tcp(a) => match tokio::time::timeout(timeout, TcpStream::connect(a)).await {
-            Ok(Ok(s)) => session(s, client, name, client_tls(), timeout).await.0,
+            Ok(Ok(s)) => session(s, client, name, &unverified(), timeout).await.0,
             Ok(Err(e)) => return fail(e),
             Err(_) => return fail(std::io::ErrorKind::TimedOut.into()),
         },
         LmtpTarget::Unix(p) => match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(p)).await {
-            Ok(Ok(s)) => session(s, client, name, client_tls(), timeout).await.0,
+            Ok(Ok(s)) => session(s, client, name, &unverified(), timeout).await.0,
             Ok(Err(e)) => return fail(e),
             Err(_) => return fail(std::io::ErrorKind::TimedOut.into()),
         },
     };
-    Delivery { rcpts: o.rcpts, peer: None, tls: false, dsn: o.dsn, tls_source: Source::None, tls_result: None }
+    Delivery { rcpts: o.rcpts, peer: None, tls: false, dsn: o.dsn, tls_source: Source::None, tls_result: None, tls_sessions: Vec::new() }
+}
+
+fn unverified() -> SessionTls {
+    SessionTls { config: client_tls(), observed: None }
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +192,21 @@ pub struct Delivery {
     pub tls_source: Source,
     /// How TLS went with the peer that answered (none without a session).
     pub tls_result: Option<TlsResult>,
+    /// Every session's TLS outcome in this attempt, and a policy that could
+    /// not be obtained (for TLS-RPT, RFC 8460).
+    pub tls_sessions: Vec<TlsSession>,
+}
+
+/// How TLS went in one session (or why a policy failed, with no session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSession {
+    pub result: TlsResult,
+    /// The MX host, when a host was involved.
+    pub mx: String,
+    pub receiving: Option<IpAddr>,
+    pub sending: Option<IpAddr>,
+    /// What went wrong, for the report's failure details.
+    pub detail: String,
 }
 
 fn all(rcpts: usize, r: RcptResult) -> Vec<RcptResult> {
@@ -369,7 +388,7 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     mut client: Client,
     tls_name: rustls_pki_types::ServerName<'static>,
-    tls: Arc<rustls::ClientConfig>,
+    tls: &SessionTls,
     reply_timeout: Duration,
 ) -> (Outcome, Option<TlsResult>) {
     let mut conn = Conn::Plain(stream);
@@ -384,7 +403,7 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Action::StartTls => {
                     let Conn::Plain(s) = std::mem::replace(&mut conn, Conn::Gone) else { return (client.abort("TLS state"), None) };
-                    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+                    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
                     match tokio::time::timeout(reply_timeout, connector.connect(tls_name.clone(), s)).await {
                         Ok(Ok(t)) => {
                             conn = Conn::Tls(Box::new(t));
@@ -416,20 +435,54 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Deliver `txn` for the recipients of one destination domain.
-pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn: &Transaction, body: &[u8]) -> Delivery {
+/// Deliver `txn` for the recipients of one destination domain, under the
+/// domain's MTA-STS policy `sts` when it has one ([`crate::mta_sts`]).
+pub async fn deliver(
+    resolver: &Resolver,
+    cfg: &RemoteConfig,
+    domain: &str,
+    sts: Option<&mx6_policy::mta_sts::Policy>,
+    txn: &Transaction,
+    body: &[u8],
+) -> Delivery {
     let n = txn.rcpts.len();
+    let req = crate::tls_policy::requirement(cfg.tls, &cfg.tls_policies, domain, cfg.relayhost.is_some(), cfg.auth.is_some(), sts);
+    let none = |r: RcptResult, tls_result, tls_sessions| Delivery {
+        rcpts: all(n, r),
+        peer: None,
+        tls: false,
+        dsn: false,
+        tls_source: req.source,
+        tls_result,
+        tls_sessions,
+    };
     let hosts = match route(resolver, cfg, domain).await {
         Ok(h) => h,
-        Err(r) => return Delivery { rcpts: all(n, r), peer: None, tls: false, dsn: false, tls_source: Source::None, tls_result: None },
+        Err(r) => return none(r, None, Vec::new()),
     };
+    // RFC 8461 §4.1: under enforce, only the hosts the policy names.
+    let (hosts, outside): (Vec<String>, Vec<String>) = hosts.into_iter().partition(|h| req.allows_host(h));
+    if hosts.is_empty() {
+        let text = format!("4.7.5 no MX host of {domain} matches its MTA-STS policy ({} refused)", outside.join(", "));
+        let s = outside
+            .iter()
+            .map(|h| TlsSession {
+                result: TlsResult::ValidationFailure,
+                mx: h.clone(),
+                receiving: None,
+                sending: None,
+                detail: text.clone(),
+            })
+            .collect();
+        return none(RcptResult::Deferred(local(451, &text)), Some(TlsResult::ValidationFailure), s);
+    }
     let port = cfg.relayhost.as_ref().map(|r| r.port).unwrap_or(cfg.port);
-    let req = crate::tls_policy::requirement(cfg.tls, &cfg.tls_policies, domain, cfg.relayhost.is_some(), cfg.auth.is_some());
     let tls_policy = match req.level {
         Level::None => TlsPolicy::Off,
         Level::May => TlsPolicy::Opportunistic,
         Level::Encrypt | Level::Verify => TlsPolicy::Required,
     };
+    let mut sessions = Vec::new();
     let mut last_tls = None;
     let mut last = RcptResult::Deferred(local(451, "4.4.1 no MX host could be reached"));
     // The host that gave `last`, when a server gave it (for Remote-MTA).
@@ -459,6 +512,7 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
                     break;
                 }
             };
+            let sending = stream.local_addr().ok().map(|a| a.ip());
             let client = Client::new(
                 ClientConfig { hostname: cfg.hostname.clone(), tls: tls_policy, auth: cfg.auth.clone(), lmtp: false },
                 txn.clone(),
@@ -467,12 +521,26 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
             let name =
                 rustls_pki_types::ServerName::try_from(host.clone()).unwrap_or(rustls_pki_types::ServerName::IpAddress(peer.ip().into()));
             let Some(tls) = cfg.connectors.for_session(&req, host) else {
-                let text = "4.7.5 level verify, but no trust anchors are loaded (see delivery.ca_file)";
+                let text = "4.7.5 certificates must be verified, but no trust anchors are loaded (see delivery.ca_file)";
                 (last, last_peer, last_tls) = (RcptResult::Deferred(local(451, text)), None, Some(TlsResult::ValidationFailure));
                 break;
             };
-            let (o, failed) = session(stream, client, name, tls, cfg.reply_timeout).await;
-            let tls_result = tls_result(&req, &o, failed);
+            let (o, failed) = session(stream, client, name, &tls, cfg.reply_timeout).await;
+            let mut tls_result = tls_result(&req, &o, failed.or(tls.observed()));
+            // MTA-STS testing: a host outside the policy is reported, not refused.
+            let outside = req.report_only && req.sts.as_ref().is_some_and(|p| !p.allows(host));
+            if outside && tls_result == Some(TlsResult::Success) {
+                tls_result = Some(TlsResult::ValidationFailure);
+            }
+            if let Some(r) = tls_result {
+                let detail = match r {
+                    TlsResult::Success | TlsResult::Plaintext => String::new(),
+                    _ if outside => format!("{host} is not in the MTA-STS policy of {domain}"),
+                    _ if tls.observed().is_some() => format!("the certificate of {host}: {} (MTA-STS testing)", r.as_str()),
+                    _ => o.rcpts.first().map(|r| r.reply().text()).unwrap_or_default(),
+                };
+                sessions.push(TlsSession { result: r, mx: host.clone(), receiving: Some(peer.ip()), sending, detail });
+            }
             // The host refused us for being on IPv6: the same host over IPv4, now.
             let v6_refused = peer.is_ipv6() && o.rcpts.iter().any(|r| !matches!(r, RcptResult::Delivered(_)) && r.reply().refuses_ipv6());
             if v6_refused && !retried_v4 && cfg.preference != AddressPreference::Ipv6Only {
@@ -499,13 +567,22 @@ pub async fn deliver(resolver: &Resolver, cfg: &RemoteConfig, domain: &str, txn:
                 dsn: o.dsn,
                 tls_source: req.source,
                 tls_result,
+                tls_sessions: sessions,
             };
         }
         if tried >= MAX_ADDRESSES {
             break;
         }
     }
-    Delivery { rcpts: all(n, last), peer: last_peer, tls: false, dsn: false, tls_source: req.source, tls_result: last_tls }
+    Delivery {
+        rcpts: all(n, last),
+        peer: last_peer,
+        tls: false,
+        dsn: false,
+        tls_source: req.source,
+        tls_result: last_tls,
+        tls_sessions: sessions,
+    }
 }
 
 /// How TLS went in one session under `req` (`None`: the session ended
@@ -521,69 +598,6 @@ fn tls_result(req: &Requirement, o: &Outcome, failed: Option<TlsResult>) -> Opti
         return Some(TlsResult::StarttlsNotSupported);
     }
     (req.level == Level::None || o.starttls_offered).then_some(TlsResult::Plaintext)
-}
-
-/// TLS for outbound SMTP: opportunistic, so certificates are inspected, not
-/// required to chain to a root (RFC 3207 §4.1, as Postfix `may`/`encrypt`).
-pub fn client_tls() -> Arc<rustls::ClientConfig> {
-    static CFG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    CFG.get_or_init(|| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCert))
-                .with_no_client_auth(),
-        )
-    })
-    .clone()
-}
-
-#[derive(Debug)]
-struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

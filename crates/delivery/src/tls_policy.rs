@@ -3,9 +3,13 @@
 //! 3207, certificate not checked), `encrypt` (TLS required, certificate not
 //! checked) or `verify` (TLS required and a certificate that chains to a
 //! trusted root and names the MX host, RFC 7817 §3, RFC 6125 — or one of the
-//! policy's `match` names). A per-destination entry overrides the default;
-//! `relayhost` names the relayhost. Credentials never travel in clear, so a
-//! relayhost with AUTH gets at least `encrypt`.
+//! policy's `match` names). A per-destination entry overrides everything;
+//! `relayhost` names the relayhost. Without one, a domain's MTA-STS policy
+//! ([`crate::mta_sts`], RFC 8461 §4–§5) decides: `enforce` means `verify`
+//! for the MX host name and only MX hosts its `mx` patterns allow; `testing`
+//! verifies and reports but delivers as `may` would. Otherwise the default
+//! applies. Credentials never travel in clear, so a relayhost with AUTH gets
+//! at least `encrypt`.
 //!
 //! Every attempt ends with a [`TlsResult`]: success, or the RFC 8460 §4.3
 //! result type of what went wrong, for the metric and the logs.
@@ -72,6 +76,8 @@ pub enum Source {
     /// A `[[delivery.tls_policy]]` entry, the default `encrypt`/`verify`, or
     /// the relayhost's AUTH.
     Manual,
+    /// The domain's MTA-STS policy (enforce or testing).
+    MtaSts,
 }
 
 impl Source {
@@ -80,6 +86,7 @@ impl Source {
             Source::None => "none",
             Source::Opportunistic => "opportunistic",
             Source::Manual => "manual",
+            Source::MtaSts => "mta_sts",
         }
     }
 }
@@ -91,23 +98,62 @@ pub struct Requirement {
     pub source: Source,
     /// With `verify`: names other than the host's that the certificate may carry.
     pub names: Vec<String>,
+    /// The MTA-STS policy in force: only hosts it allows carry the mail
+    /// (under `enforce`).
+    pub sts: Option<mx6_policy::mta_sts::Policy>,
+    /// MTA-STS `testing`: the certificate and the host are checked and the
+    /// failures reported, but the mail goes as with `may`.
+    pub report_only: bool,
 }
 
-/// The requirement for `domain` (or the relayhost when `relayhost`), with
-/// `default` where no entry names it.
-pub fn requirement(default: Level, manual: &[Manual], domain: &str, relayhost: bool, auth: bool) -> Requirement {
+impl Requirement {
+    /// Whether `host` may carry the mail (MTA-STS enforce, RFC 8461 §4.1).
+    pub fn allows_host(&self, host: &str) -> bool {
+        match &self.sts {
+            Some(p) if !self.report_only => p.allows(host),
+            _ => true,
+        }
+    }
+
+    /// Whether the certificate is verified (`verify`, or MTA-STS testing).
+    pub fn verifies(&self) -> bool {
+        self.level == Level::Verify || self.report_only
+    }
+}
+
+/// The `[[delivery.tls_policy]]` entry for `domain` (or the relayhost).
+pub fn entry<'a>(manual: &'a [Manual], domain: &str, relayhost: bool) -> Option<&'a Manual> {
     let key = if relayhost { "relayhost" } else { domain };
-    let entry = manual.iter().find(|m| m.domain.eq_ignore_ascii_case(key.trim_end_matches('.')));
-    let (mut level, mut source, names) = match entry {
-        Some(m) => (m.level, Source::Manual, m.names.clone()),
-        None if default >= Level::Encrypt => (default, Source::Manual, Vec::new()),
-        None if default == Level::None => (Level::None, Source::None, Vec::new()),
-        None => (Level::May, Source::Opportunistic, Vec::new()),
+    manual.iter().find(|m| m.domain.eq_ignore_ascii_case(key.trim_end_matches('.')))
+}
+
+/// The requirement for `domain` (or the relayhost when `relayhost`): its
+/// entry, else its MTA-STS policy `sts` (never for the relayhost), else `default`.
+pub fn requirement(
+    default: Level,
+    manual: &[Manual],
+    domain: &str,
+    relayhost: bool,
+    auth: bool,
+    sts: Option<&mx6_policy::mta_sts::Policy>,
+) -> Requirement {
+    use mx6_policy::mta_sts::Mode;
+    let sts = sts.filter(|p| !relayhost && p.mode != Mode::None);
+    let (mut level, mut source, names) = match (entry(manual, domain, relayhost), sts) {
+        (Some(m), _) => (m.level, Source::Manual, m.names.clone()),
+        (None, Some(p)) => {
+            let testing = p.mode == Mode::Testing;
+            let level = if testing { default.max(Level::May) } else { Level::Verify };
+            return Requirement { level, source: Source::MtaSts, names: Vec::new(), sts: Some(p.clone()), report_only: testing };
+        }
+        (None, None) if default >= Level::Encrypt => (default, Source::Manual, Vec::new()),
+        (None, None) if default == Level::None => (Level::None, Source::None, Vec::new()),
+        (None, None) => (Level::May, Source::Opportunistic, Vec::new()),
     };
     if relayhost && auth && level < Level::Encrypt {
         (level, source) = (Level::Encrypt, Source::Manual);
     }
-    Requirement { level, source, names }
+    Requirement { level, source, names, sts: None, report_only: false }
 }
 
 /// How one attempt's TLS went (RFC 8460 §4.3 result types, and `success`).
@@ -121,6 +167,9 @@ pub enum TlsResult {
     CertificateExpired,
     CertificateNotTrusted,
     ValidationFailure,
+    StsPolicyFetchError,
+    StsPolicyInvalid,
+    StsWebpkiInvalid,
 }
 
 impl TlsResult {
@@ -133,15 +182,25 @@ impl TlsResult {
             TlsResult::CertificateExpired => "certificate-expired",
             TlsResult::CertificateNotTrusted => "certificate-not-trusted",
             TlsResult::ValidationFailure => "validation-failure",
+            TlsResult::StsPolicyFetchError => "sts-policy-fetch-error",
+            TlsResult::StsPolicyInvalid => "sts-policy-invalid",
+            TlsResult::StsWebpkiInvalid => "sts-webpki-invalid",
         }
     }
 
     /// The result type of a failed handshake.
     pub fn of_handshake(e: &std::io::Error) -> TlsResult {
+        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(e) => TlsResult::of_rustls(e),
+            None => TlsResult::ValidationFailure,
+        }
+    }
+
+    /// The result type of a certificate verification error.
+    pub fn of_rustls(e: &rustls::Error) -> TlsResult {
         use rustls::CertificateError as C;
-        let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
-        match inner {
-            Some(rustls::Error::InvalidCertificate(c)) => match c {
+        match e {
+            rustls::Error::InvalidCertificate(c) => match c {
                 C::NotValidForName | C::NotValidForNameContext { .. } => TlsResult::CertificateHostMismatch,
                 C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => TlsResult::CertificateExpired,
                 C::UnknownIssuer | C::BadSignature | C::Revoked => TlsResult::CertificateNotTrusted,
@@ -169,18 +228,19 @@ impl Connectors {
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .map_err(|e| crate::trust::TrustError::Rustls(rustls::Error::General(e.to_string())))?;
-        Ok(Connectors { unverified: crate::remote::client_tls(), webpki: Some(webpki) })
+        Ok(Connectors { unverified: client_tls(), webpki: Some(webpki) })
     }
 
     /// Without verification (tests of `may`, LMTP).
     pub fn unverified() -> Connectors {
-        Connectors { unverified: crate::remote::client_tls(), webpki: None }
+        Connectors { unverified: client_tls(), webpki: None }
     }
 
-    /// The configuration for one session to `host` under `req`.
-    pub fn for_session(&self, req: &Requirement, host: &str) -> Option<Arc<rustls::ClientConfig>> {
-        if req.level != Level::Verify {
-            return Some(self.unverified.clone());
+    /// The configuration for one session to `host` under `req`; `None`
+    /// when it must verify and no trust anchor is loaded.
+    pub fn for_session(&self, req: &Requirement, host: &str) -> Option<SessionTls> {
+        if !req.verifies() {
+            return Some(SessionTls { config: self.unverified.clone(), observed: None });
         }
         let mut names: Vec<ServerName<'static>> = Vec::new();
         for n in req.names.iter().map(String::as_str).chain((req.names.is_empty()).then_some(host)) {
@@ -188,7 +248,8 @@ impl Connectors {
                 names.push(s);
             }
         }
-        let verifier = Arc::new(AnyOf { inner: self.webpki.clone()?, names });
+        let observed = req.report_only.then(|| Arc::new(std::sync::Mutex::new(None)));
+        let verifier = Arc::new(AnyOf { inner: self.webpki.clone()?, names, observed: observed.clone() });
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let c = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -196,15 +257,33 @@ impl Connectors {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        Some(Arc::new(c))
+        Some(SessionTls { config: Arc::new(c), observed })
     }
 }
 
-/// Verifies a certificate for any of `names` (the SNI sent stays the host).
+/// The TLS configuration of one session.
+#[derive(Debug, Clone)]
+pub struct SessionTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// MTA-STS testing: the verification failure seen, if any (the handshake
+    /// went on regardless).
+    pub observed: Option<Arc<std::sync::Mutex<Option<TlsResult>>>>,
+}
+
+impl SessionTls {
+    /// The failure a report-only verification saw.
+    pub fn observed(&self) -> Option<TlsResult> {
+        self.observed.as_ref().and_then(|o| *o.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Verifies a certificate for any of `names` (the SNI sent stays the host);
+/// with `observed`, a failure is noted there and the handshake goes on.
 #[derive(Debug)]
 struct AnyOf {
     inner: Arc<WebPkiServerVerifier>,
     names: Vec<ServerName<'static>>,
+    observed: Option<Arc<std::sync::Mutex<Option<TlsResult>>>>,
 }
 
 impl ServerCertVerifier for AnyOf {
@@ -234,7 +313,13 @@ impl ServerCertVerifier for AnyOf {
                 }
             }
         }
-        Err(last)
+        match &self.observed {
+            Some(o) => {
+                *o.lock().unwrap_or_else(|p| p.into_inner()) = Some(TlsResult::of_rustls(&last));
+                Ok(ServerCertVerified::assertion())
+            }
+            None => Err(last),
+        }
     }
     fn verify_tls12_signature(
         &self,
@@ -257,6 +342,69 @@ impl ServerCertVerifier for AnyOf {
     }
 }
 
+/// TLS for outbound SMTP: opportunistic, so certificates are inspected, not
+/// required to chain to a root (RFC 3207 §4.1, as Postfix `may`/`encrypt`).
+pub fn client_tls() -> Arc<rustls::ClientConfig> {
+    static CFG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CFG.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert))
+                .with_no_client_auth(),
+        )
+    })
+    .clone()
+}
+
+#[derive(Debug)]
+struct AnyCert;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,16 +416,34 @@ mod tests {
     #[test]
     fn an_entry_overrides_the_default_and_auth_forces_encryption() {
         let m = vec![manual("example.net", Level::Verify), manual("relayhost", Level::None)];
-        let r = requirement(Level::May, &m, "Example.NET.", false, false);
+        let r = requirement(Level::May, &m, "Example.NET.", false, false, None);
         assert_eq!((r.level, r.source), (Level::Verify, Source::Manual));
-        let r = requirement(Level::May, &m, "other.example", false, false);
+        let r = requirement(Level::May, &m, "other.example", false, false, None);
         assert_eq!((r.level, r.source), (Level::May, Source::Opportunistic));
-        let r = requirement(Level::None, &m, "other.example", false, false);
+        let r = requirement(Level::None, &m, "other.example", false, false, None);
         assert_eq!((r.level, r.source), (Level::None, Source::None));
-        let r = requirement(Level::May, &m, "x", true, true);
+        let r = requirement(Level::May, &m, "x", true, true, None);
         assert_eq!((r.level, r.source), (Level::Encrypt, Source::Manual), "AUTH never goes in clear");
-        let r = requirement(Level::Verify, &[], "x", false, false);
+        let r = requirement(Level::Verify, &[], "x", false, false, None);
         assert_eq!((r.level, r.source), (Level::Verify, Source::Manual));
+    }
+
+    #[test]
+    fn mta_sts_decides_where_no_entry_does() {
+        use mx6_policy::mta_sts::parse_policy;
+        let enforce = parse_policy("version: STSv1\nmode: enforce\nmx: *.example.net\nmax_age: 86400\n").unwrap();
+        let testing = parse_policy("version: STSv1\nmode: testing\nmx: mx.example.net\nmax_age: 86400\n").unwrap();
+        let m = vec![manual("example.net", Level::Encrypt)];
+        let r = requirement(Level::May, &[], "example.org", false, false, Some(&enforce));
+        assert_eq!((r.level, r.source, r.report_only), (Level::Verify, Source::MtaSts, false));
+        assert!(r.allows_host("mx1.example.net") && !r.allows_host("mx.evil.example"));
+        let r = requirement(Level::May, &[], "example.org", false, false, Some(&testing));
+        assert_eq!((r.level, r.source, r.report_only), (Level::May, Source::MtaSts, true));
+        assert!(r.allows_host("mx.evil.example") && r.verifies(), "testing checks but does not refuse");
+        let r = requirement(Level::May, &m, "example.net", false, false, Some(&enforce));
+        assert_eq!((r.level, r.source), (Level::Encrypt, Source::Manual), "an entry overrides the policy");
+        let r = requirement(Level::May, &[], "x", true, false, Some(&enforce));
+        assert_eq!(r.source, Source::Opportunistic, "the relayhost is not the domain's MX");
     }
 
     #[test]

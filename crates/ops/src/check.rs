@@ -551,7 +551,7 @@ async fn smtp(host: &str, addr: SocketAddr, hostname: &str, f: &mut Findings) {
         Err(e) => return f.add("smtp", Level::Error, subject, format!("STARTTLS: {e}")),
     }
     // The audit inspects certificates instead of trusting them.
-    let config = mx6_delivery::remote::client_tls();
+    let config = mx6_delivery::tls_policy::client_tls();
     let name =
         rustls_pki_types::ServerName::try_from(host.to_string()).unwrap_or(rustls_pki_types::ServerName::IpAddress(addr.ip().into()));
     let tls = tokio::time::timeout(SMTP_TIMEOUT, tokio_rustls::TlsConnector::from(config).connect(name, s.into_inner())).await;

@@ -229,7 +229,8 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         d.destination_concurrency,
         routing.local_domains.clone(),
         lmtp,
-    );
+    )
+    .with_state(d.mta_sts_fetcher(), state.clone());
     let queue = QueueManager::start(Start {
         queue: &cfg.queue,
         local: &cfg.local,

@@ -53,6 +53,12 @@ impl StateStore for Store {
     async fn flag(&self, key: &str, now: u64) -> Result<Option<u64>> {
         delegate!(self, flag(key, now))
     }
+    async fn put(&self, key: &str, value: &str, now: u64, ttl: u64) -> Result<()> {
+        delegate!(self, put(key, value, now, ttl))
+    }
+    async fn get(&self, key: &str, now: u64) -> Result<Option<String>> {
+        delegate!(self, get(key, now))
+    }
     async fn scores(&self, keys: &[String], now: u64, half_life: u64) -> Result<Vec<f64>> {
         delegate!(self, scores(keys, now, half_life))
     }

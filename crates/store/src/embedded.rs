@@ -25,6 +25,7 @@ enum Val {
     Children(Vec<(String, u64)>),
     Flag,
     Score { value: f64, at: u64 },
+    Text(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +133,7 @@ fn describe(val: &Val, now: u64, half_life: u64) -> String {
         Val::Children(c) => format!("{} children: {}", c.len(), c.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")),
         Val::Flag => "set".into(),
         Val::Score { value, at } => format!("score {:.2}", Score { value: *value, at: *at }.at(now, half_life)),
+        Val::Text(t) => t.clone(),
     }
 }
 
@@ -245,6 +247,19 @@ impl StateStore for Embedded {
         })
     }
 
+    async fn put(&self, key: &str, value: &str, now: u64, ttl: u64) -> Result<()> {
+        self.with(|m| m.insert(key.to_string(), Slot { val: Val::Text(value.to_string()), exp: now + ttl.max(1) }));
+        Ok(())
+    }
+
+    async fn get(&self, key: &str, now: u64) -> Result<Option<String>> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match g.map.get(key) {
+            Some(s @ Slot { val: Val::Text(t), .. }) if s.live(now) => Some(t.clone()),
+            _ => None,
+        })
+    }
+
     async fn scores(&self, keys: &[String], now: u64, half_life: u64) -> Result<Vec<f64>> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Ok(keys
@@ -331,6 +346,7 @@ mod tests {
             assert_eq!(s.child_hit("esc|2001:db8::/48", "c", now + 2000, 1000).await.unwrap(), 1, "older children aged out");
             s.set_flag("blk|2001:db8::/48", now, 5000).await.unwrap();
             s.add_score(&["rep|2001:db8::/64".into()], 3.0, now, 1000, 50.0).await.unwrap();
+            s.put("sts|example.org", "{\"id\":\"1\"}", now, 5000).await.unwrap();
             s.save().unwrap();
         }
         let s = Embedded::open(&path).unwrap();
@@ -338,6 +354,8 @@ mod tests {
         assert_eq!(s.concurrent("cc|2001:db8::/64", 0, now).await.unwrap(), 0, "gauges are not saved");
         assert!(s.flag("blk|2001:db8::/48", now + 10).await.unwrap().is_some());
         assert_eq!(s.flag("blk|2001:db8::/48", now + 5001).await.unwrap(), None);
+        assert_eq!(s.get("sts|example.org", now + 10).await.unwrap().as_deref(), Some("{\"id\":\"1\"}"), "records persist");
+        assert_eq!(s.get("sts|example.org", now + 5001).await.unwrap(), None, "and expire");
         let sc = s.scores(&["rep|2001:db8::/64".into()], now + 1000, 1000).await.unwrap();
         assert!((sc[0] - 1.5).abs() < 1e-9);
         assert_eq!(s.show("2001:db8::/64", now, 1000).await.unwrap().len(), 2);

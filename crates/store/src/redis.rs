@@ -203,6 +203,16 @@ impl StateStore for Redis {
         Ok((ttl > 0).then_some(ttl as u64))
     }
 
+    async fn put(&self, key: &str, value: &str, _now: u64, ttl: u64) -> Result<()> {
+        let mut c = self.conn.clone();
+        self.run(redis::cmd("SET").arg(k(key)).arg(value).arg("PX").arg(ttl.max(1)).query_async(&mut c)).await
+    }
+
+    async fn get(&self, key: &str, _now: u64) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        self.run(redis::cmd("GET").arg(k(key)).query_async(&mut c)).await
+    }
+
     async fn scores(&self, keys: &[String], now: u64, half_life: u64) -> Result<Vec<f64>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -257,6 +267,8 @@ impl StateStore for Redis {
                         ),
                         _ => v,
                     }
+                } else if name.starts_with("sts|") {
+                    v
                 } else if name.starts_with("blk|") {
                     "set".into()
                 } else {

@@ -56,6 +56,11 @@ pub trait StateStore: Send + Sync {
     fn set_flag(&self, key: &str, now: u64, ttl: u64) -> impl Future<Output = Result<()>> + Send;
     /// Milliseconds left on a flag, if set.
     fn flag(&self, key: &str, now: u64) -> impl Future<Output = Result<Option<u64>>> + Send;
+    /// Keep `value` under `key` for `ttl` ms (a record, e.g. a cached
+    /// MTA-STS policy), replacing what was there.
+    fn put(&self, key: &str, value: &str, now: u64, ttl: u64) -> impl Future<Output = Result<()>> + Send;
+    /// The record under `key`, if it has not expired.
+    fn get(&self, key: &str, now: u64) -> impl Future<Output = Result<Option<String>>> + Send;
     /// Decayed reputation scores of `keys` (0 when unknown).
     fn scores(&self, keys: &[String], now: u64, half_life: u64) -> impl Future<Output = Result<Vec<f64>>> + Send;
     /// Add `delta` to each of `keys`, bounded to ±`cap`.

@@ -83,6 +83,14 @@ async fn cases(s: &impl StateStore, base: u64) {
     let left = s.flag("blk|2001:db8::/48", base).await.unwrap().unwrap();
     assert!(left > 50_000 && left <= 60_000, "{left}");
 
+    // Records: kept, replaced, shown as they are, gone after their time.
+    assert_eq!(s.get("sts|example.org", base).await.unwrap(), None);
+    s.put("sts|example.org", "{\"id\":\"1\"}", base, 60_000).await.unwrap();
+    s.put("sts|example.org", "{\"id\":\"2\"}", base, 60_000).await.unwrap();
+    assert_eq!(s.get("sts|example.org", base).await.unwrap().as_deref(), Some("{\"id\":\"2\"}"));
+    let shown = s.show("example.org", base, 1000).await.unwrap();
+    assert_eq!(shown[0].value, "{\"id\":\"2\"}", "{shown:?}");
+
     // Scores decay and are capped.
     let keys = vec!["rep|2001:db8::/64".to_string(), "rep|2001:db8::/48".to_string()];
     s.add_score(&keys, 4.0, base, 1000, 10.0).await.unwrap();

@@ -102,6 +102,12 @@ impl State {
         self.store.backend()
     }
 
+    /// The store itself, for records that need no fallback (a cached
+    /// MTA-STS policy: without the store it is fetched again).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn failed(&self, op: &str, e: &mx6_store::StoreError) {
         let mode = match self.mode {
             FailMode::Open => "open",

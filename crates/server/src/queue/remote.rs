@@ -2,15 +2,17 @@
 //! out over SMTP (or LMTP for local ones, when configured) are grouped by
 //! destination (domain, the relayhost, the LMTP target), each group delivered
 //! in one session within the global and per-destination session limits
-//! ([`crate::queue::destinations`]), and every outcome is recorded in the
-//! spool. Permanent failures, and temporary ones older than `queue.max_age`
+//! ([`crate::queue::destinations`]) under the domain's MTA-STS policy, and
+//! every outcome is recorded in the spool; every TLS outcome is counted for
+//! TLS-RPT ([`mx6_delivery::tls_record`]) and in `mx6_delivery_tls_total`.
+//! Permanent failures, and temporary ones older than `queue.max_age`
 //! (RFC 5321 §4.5.4.1), bounce ([`crate::queue::bounce`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mx6_delivery::remote::{self, AddressPreference, Delivery};
+use mx6_delivery::remote::{self, AddressPreference, Delivery, TlsSession};
 use mx6_smtp::client::Transaction;
 
 use mx6_queue::dsn::Action;
@@ -83,7 +85,15 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
             let d = match (&out.lmtp, lmtp) {
                 (Some(t), true) => remote::lmtp(t, &out.remote.hostname, &txn, &body, out.remote.reply_timeout).await,
                 // With a relayhost the key names it and the domain is not looked up.
-                _ => remote::deliver(&out.resolver, &out.remote, &key, &txn, &body).await,
+                _ => {
+                    let sts = out.mta_sts(&key).await;
+                    let mut d = remote::deliver(&out.resolver, &out.remote, &key, sts.policy.as_ref(), &txn, &body).await;
+                    if let Some((result, detail)) = sts.failure {
+                        d.tls_sessions.insert(0, TlsSession { result, mx: String::new(), receiving: None, sending: None, detail });
+                    }
+                    out.record_tls(&key, &d).await;
+                    d
+                }
             };
             (key, idx, d)
         }
@@ -110,8 +120,9 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
             None => "none".into(),
         };
         let tls_result = d.tls_result.map(|r| r.as_str()).unwrap_or("none");
-        if d.tls_result.is_some() && !lmtp {
-            m.delivery_tls.with_label_values(&[family, d.tls_source.as_str(), tls_result]).inc();
+        for s in d.tls_sessions.iter().filter(|s| s.receiving.is_some()) {
+            let f = s.receiving.map(|ip| mx6_policy::Family::of(ip).as_str()).unwrap_or(family);
+            m.delivery_tls.with_label_values(&[f, d.tls_source.as_str(), s.result.as_str()]).inc();
         }
         for (i, r) in idx.into_iter().zip(d.rcpts) {
             let to = job.msg.rcpts[i].address.clone();

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use as real peers and clients.
-packages=(swaks python3 python3-yaml python3-spf python3-dkim python3-nacl openssl dovecot-lmtpd dovecot-imapd ca-certificates prometheus nftables iptables postfix libsasl2-modules systemd ansible-core redis-server spamassassin spamc opendkim opendkim-tools python3-milter rspamd pebble)
+packages=(swaks python3 python3-yaml python3-spf python3-dkim python3-nacl openssl dovecot-lmtpd dovecot-imapd ca-certificates prometheus nftables iptables postfix libsasl2-modules systemd ansible-core redis-server spamassassin spamc opendkim opendkim-tools python3-milter rspamd pebble unbound ldnsutils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

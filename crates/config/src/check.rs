@@ -143,13 +143,16 @@ impl Config {
             let key = |k: &str| format!("delivery.tls_policy[{i}].{k}");
             f.require(!e.domain.trim().is_empty(), &key("domain"), "a domain (or `relayhost`) is required");
             let known = mx6_delivery::tls_policy::Level::parse(&e.level);
-            let dane = matches!(e.level.as_str(), "dane" | "dane-only");
             f.require(
-                known.is_some() || dane,
+                known.is_some(),
                 &key("level"),
                 format!("unknown `{}`; expected none, may, encrypt, verify, dane or dane-only", e.level),
             );
-            f.require(!dane, &key("level"), format!("`{}`: DANE is not implemented yet; use verify", e.level));
+            f.require(
+                !(known.is_some_and(|l| l.dane()) && self.dns.dnssec == "off"),
+                &key("level"),
+                format!("`{}` needs DNSSEC: set dns.dnssec = \"trust-ad\" with a validating resolver", e.level),
+            );
             f.warn_if(
                 !e.names.is_empty() && known != Some(mx6_delivery::tls_policy::Level::Verify),
                 &key("match"),
@@ -157,6 +160,15 @@ impl Config {
             );
             let twice = d.tls_policy[..i].iter().any(|o| o.domain.eq_ignore_ascii_case(&e.domain));
             f.require(!twice, &key("domain"), format!("`{}` has an entry already", e.domain));
+        }
+        match self.dns.dnssec.as_str() {
+            "trust-ad" | "off" => {}
+            "validate" => f.require(
+                false,
+                "dns.dnssec",
+                "`validate` (DNSSEC validation inside mx6) is not implemented; run a validating resolver such as unbound on loopback, list it in dns.nameservers and use \"trust-ad\"",
+            ),
+            other => f.require(false, "dns.dnssec", format!("unknown `{other}`; expected trust-ad, validate or off")),
         }
         f.duration("store.timeout", self.store.timeout, Duration::from_millis(1), MIN);
         let g = &self.greylist;
@@ -290,7 +302,6 @@ mod tests {
         );
         let has = |p: &str| e.iter().any(|e| e.starts_with(p));
         assert!(has("f.toml:4: delivery.tls_policy[0].level: unknown `secure`"), "{e:?}");
-        assert!(has("f.toml:7: delivery.tls_policy[1].level: `dane`: DANE is not implemented yet"), "{e:?}");
         assert!(has("f.toml:9: delivery.tls_policy[2].domain: `A.test` has an entry already"), "{e:?}");
         assert!(has("f.toml:11: delivery.tls_policy[3].domain: a domain (or `relayhost`) is required"), "{e:?}");
         let e = errors("hostname = \"mx.test\"\n[delivery]\ntls = \"secure\"\n");

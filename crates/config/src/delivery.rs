@@ -57,6 +57,8 @@ pub struct DeliveryConfig {
     pub mta_sts_port: u16,
     /// Fetch and obey the MTA-STS policies of recipient domains (RFC 8461).
     pub mta_sts: bool,
+    /// Obey the TLSA records of DNSSEC-secure MX hosts (RFC 7672).
+    pub dane: bool,
     /// Extra trust anchors (PEM) for MX and policy-server certificates.
     pub ca_file: String,
     /// The TLS level of destinations no `tls_policy` entry names: none, may,
@@ -95,6 +97,7 @@ impl Default for DeliveryConfig {
             connect_timeout: Duration::from_secs(30),
             mta_sts_port: 443,
             mta_sts: true,
+            dane: true,
             ca_file: String::new(),
             tls: mx6_delivery::tls_policy::Level::May,
             tls_policy: Vec::new(),
@@ -113,6 +116,7 @@ impl DeliveryConfig {
         r.preference = self.address_preference;
         r.connect_timeout = self.connect_timeout;
         r.tls = self.tls;
+        r.dane = self.dane;
         r.tls_policies = self
             .tls_policy
             .iter()
@@ -147,6 +151,7 @@ impl DeliveryConfig {
 fn tls_level<'de, D: Deserializer<'de>>(d: D) -> Result<mx6_delivery::tls_policy::Level, D::Error> {
     let s = String::deserialize(d)?;
     mx6_delivery::tls_policy::Level::parse(&s)
+        .filter(|l| !l.dane())
         .ok_or_else(|| de::Error::custom(format!("unknown `{s}`; expected none, may, encrypt or verify")))
 }
 

@@ -136,11 +136,14 @@ pub struct DnsConfig {
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
     pub attempts: usize,
+    /// How an answer is known to be DNSSEC-secure (for DANE): `trust-ad`
+    /// believes the AD bit of `nameservers`, `off` never does.
+    pub dnssec: String,
 }
 
 impl Default for DnsConfig {
     fn default() -> Self {
-        DnsConfig { nameservers: Vec::new(), timeout: Duration::from_secs(5), attempts: 2 }
+        DnsConfig { nameservers: Vec::new(), timeout: Duration::from_secs(5), attempts: 2, dnssec: "trust-ad".into() }
     }
 }
 

@@ -4,12 +4,14 @@
 //! - [`remote`]: delivery to other domains (MX, Happy Eyeballs, STARTTLS, relayhost);
 //! - [`tls_policy`]: how much TLS a destination gets (none, may, encrypt,
 //!   verify; or what its MTA-STS policy asks);
+//! - [`dane`]: DANE for SMTP (TLSA records of DNSSEC-secure MX hosts);
 //! - [`mta_sts`]: discovering and caching a domain's MTA-STS policy;
 //! - [`tls_record`]: every TLS outcome counted for TLS-RPT;
 //! - [`trust`]: the trust anchors of verified outbound TLS;
 //! - [`mta_sts_fetch`]: fetching a domain's MTA-STS policy file.
 #![forbid(unsafe_code)]
 
+pub mod dane;
 pub mod maildir;
 pub mod mta_sts;
 pub mod mta_sts_fetch;

@@ -20,6 +20,7 @@ use mx6_smtp::client::{Action, Client, ClientConfig, Outcome, RcptResult, Server
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::dane::HostDane;
 use crate::tls_policy::{client_tls, Connectors, Level, Manual, Requirement, SessionTls, Source, TlsResult};
 
 pub const MAX_HOSTS: usize = 5;
@@ -155,6 +156,8 @@ pub struct RemoteConfig {
     pub tls: Level,
     /// `[[delivery.tls_policy]]`.
     pub tls_policies: Vec<Manual>,
+    /// Obey TLSA records of DNSSEC-secure MX hosts (RFC 7672).
+    pub dane: bool,
     pub connectors: Connectors,
 }
 
@@ -173,6 +176,7 @@ impl RemoteConfig {
             reply_timeout: Duration::from_secs(300),
             tls: Level::May,
             tls_policies: Vec::new(),
+            dane: false,
             connectors: Connectors::unverified(),
         }
     }
@@ -460,35 +464,49 @@ pub async fn deliver(
         Ok(h) => h,
         Err(r) => return none(r, None, Vec::new()),
     };
-    // RFC 8461 §4.1: under enforce, only the hosts the policy names.
-    let (hosts, outside): (Vec<String>, Vec<String>) = hosts.into_iter().partition(|h| req.allows_host(h));
-    if hosts.is_empty() {
-        let text = format!("4.7.5 no MX host of {domain} matches its MTA-STS policy ({} refused)", outside.join(", "));
-        let s = outside
-            .iter()
-            .map(|h| TlsSession {
-                result: TlsResult::ValidationFailure,
-                mx: h.clone(),
-                receiving: None,
-                sending: None,
-                detail: text.clone(),
-            })
-            .collect();
-        return none(RcptResult::Deferred(local(451, &text)), Some(TlsResult::ValidationFailure), s);
-    }
     let port = cfg.relayhost.as_ref().map(|r| r.port).unwrap_or(cfg.port);
-    let tls_policy = match req.level {
-        Level::None => TlsPolicy::Off,
-        Level::May => TlsPolicy::Opportunistic,
-        Level::Encrypt | Level::Verify => TlsPolicy::Required,
+    // DANE (RFC 7672 §2.2.1): only when the MX RRset is secure (a relayhost
+    // named in brackets has none: its own records decide).
+    let dane_wanted = req.level.dane() || (cfg.dane && cfg.relayhost.is_none() && req.source != Source::Manual);
+    let mx_secure = match (&cfg.relayhost, dane_wanted) {
+        (_, false) => Ok(false),
+        (Some(r), true) if !r.mx_lookup => Ok(true),
+        (Some(r), true) => crate::dane::mx_secure(resolver.secure(), &r.host).await,
+        (None, true) => crate::dane::mx_secure(resolver.secure(), domain).await,
     };
     let mut sessions = Vec::new();
+    let mut skipped = Vec::new();
+    let mut used_source = req.source;
     let mut last_tls = None;
     let mut last = RcptResult::Deferred(local(451, "4.4.1 no MX host could be reached"));
     // The host that gave `last`, when a server gave it (for Remote-MTA).
     let mut last_peer = None;
     let mut tried = 0;
     for host in &hosts {
+        let dane = match &mx_secure {
+            Ok(true) => crate::dane::host(resolver.secure(), host, port).await,
+            Ok(false) => HostDane::None,
+            Err(e) => HostDane::Failed(TlsResult::DnssecInvalid, e.clone()),
+        };
+        tracing::debug!(domain, host, dane_wanted, mx_secure = ?mx_secure, dane = ?dane, "DANE");
+        let req = match host_requirement(&req, dane, host, domain) {
+            Ok(r) => r,
+            Err((result, text)) => {
+                if matches!(result, TlsResult::DnssecInvalid | TlsResult::TlsaInvalid) {
+                    used_source = Source::Dane;
+                }
+                sessions.push(TlsSession { result, mx: host.clone(), receiving: None, sending: None, detail: text.clone() });
+                skipped.push(host.clone());
+                (last, last_peer, last_tls) = (RcptResult::Deferred(local(451, &text)), None, Some(result));
+                continue;
+            }
+        };
+        used_source = req.source;
+        let tls_policy = match req.level {
+            Level::None => TlsPolicy::Off,
+            Level::May | Level::Dane => TlsPolicy::Opportunistic,
+            Level::Encrypt | Level::Verify | Level::DaneOnly => TlsPolicy::Required,
+        };
         let addrs = match addresses(resolver, cfg, host).await {
             Ok(a) => a,
             Err(e) => {
@@ -520,7 +538,11 @@ pub async fn deliver(
             );
             let name =
                 rustls_pki_types::ServerName::try_from(host.clone()).unwrap_or(rustls_pki_types::ServerName::IpAddress(peer.ip().into()));
-            let Some(tls) = cfg.connectors.for_session(&req, host) else {
+            let tls = match req.tlsa.is_empty() {
+                true => cfg.connectors.for_session(&req, host),
+                false => crate::dane::client(req.tlsa.clone(), host).map(|config| SessionTls { config, observed: None }),
+            };
+            let Some(tls) = tls else {
                 let text = "4.7.5 certificates must be verified, but no trust anchors are loaded (see delivery.ca_file)";
                 (last, last_peer, last_tls) = (RcptResult::Deferred(local(451, text)), None, Some(TlsResult::ValidationFailure));
                 break;
@@ -574,14 +596,38 @@ pub async fn deliver(
             break;
         }
     }
+    if !skipped.is_empty() && skipped.len() == hosts.len() && sessions.iter().all(|s| s.result == TlsResult::ValidationFailure) {
+        let text = format!("4.7.5 no MX host of {domain} matches its MTA-STS policy ({} refused)", skipped.join(", "));
+        last = RcptResult::Deferred(local(451, &text));
+    }
     Delivery {
         rcpts: all(n, last),
         peer: last_peer,
         tls: false,
         dsn: false,
-        tls_source: req.source,
+        tls_source: used_source,
         tls_result: last_tls,
         tls_sessions: sessions,
+    }
+}
+
+/// What one host gets under the destination's requirement `req`, given what
+/// DANE says about it: DANE first (RFC 8461 §2), then MTA-STS (only hosts its
+/// policy allows), then the rest; `Err` when the host must not be used.
+fn host_requirement(req: &Requirement, dane: HostDane, host: &str, domain: &str) -> Result<Requirement, (TlsResult, String)> {
+    let with = |level, tlsa| Requirement { level, source: Source::Dane, names: Vec::new(), sts: None, report_only: false, tlsa };
+    match dane {
+        HostDane::Verify(tlsa) => Ok(with(Level::Verify, tlsa)),
+        HostDane::Encrypt => Ok(with(Level::Encrypt, Vec::new())),
+        HostDane::Failed(r, e) => Err((r, format!("4.7.5 DANE: {e}"))),
+        HostDane::None if req.level == Level::DaneOnly => {
+            Err((TlsResult::TlsaInvalid, format!("4.7.5 DANE required for {host}, which has no secure TLSA records")))
+        }
+        HostDane::None if req.level == Level::Dane => Ok(Requirement { level: Level::May, ..req.clone() }),
+        HostDane::None if !req.allows_host(host) => {
+            Err((TlsResult::ValidationFailure, format!("4.7.5 no MX host of {domain} matches its MTA-STS policy ({host} refused)")))
+        }
+        HostDane::None => Ok(req.clone()),
     }
 }
 

@@ -27,6 +27,10 @@ pub enum Level {
     May,
     Encrypt,
     Verify,
+    /// DANE when the host has secure TLSA records, else `may` (entries only).
+    Dane,
+    /// DANE or nothing: a host without secure usable TLSA is not used.
+    DaneOnly,
 }
 
 impl Level {
@@ -36,6 +40,8 @@ impl Level {
             "may" => Level::May,
             "encrypt" => Level::Encrypt,
             "verify" => Level::Verify,
+            "dane" => Level::Dane,
+            "dane-only" => Level::DaneOnly,
             _ => return None,
         })
     }
@@ -46,12 +52,19 @@ impl Level {
             Level::May => "may",
             Level::Encrypt => "encrypt",
             Level::Verify => "verify",
+            Level::Dane => "dane",
+            Level::DaneOnly => "dane-only",
         }
     }
 
     /// Whether a session without TLS must not carry mail.
     pub fn requires_tls(self) -> bool {
-        self >= Level::Encrypt
+        matches!(self, Level::Encrypt | Level::Verify | Level::DaneOnly)
+    }
+
+    /// Whether DANE decides (per host) under this level.
+    pub fn dane(self) -> bool {
+        matches!(self, Level::Dane | Level::DaneOnly)
     }
 }
 
@@ -78,6 +91,8 @@ pub enum Source {
     Manual,
     /// The domain's MTA-STS policy (enforce or testing).
     MtaSts,
+    /// The MX host's TLSA records (RFC 7672).
+    Dane,
 }
 
 impl Source {
@@ -87,6 +102,7 @@ impl Source {
             Source::Opportunistic => "opportunistic",
             Source::Manual => "manual",
             Source::MtaSts => "mta_sts",
+            Source::Dane => "dane",
         }
     }
 }
@@ -104,6 +120,8 @@ pub struct Requirement {
     /// MTA-STS `testing`: the certificate and the host are checked and the
     /// failures reported, but the mail goes as with `may`.
     pub report_only: bool,
+    /// DANE: the usable TLSA records the certificate must match.
+    pub tlsa: Vec<mx6_dns::secure::Tlsa>,
 }
 
 impl Requirement {
@@ -144,16 +162,23 @@ pub fn requirement(
         (None, Some(p)) => {
             let testing = p.mode == Mode::Testing;
             let level = if testing { default.max(Level::May) } else { Level::Verify };
-            return Requirement { level, source: Source::MtaSts, names: Vec::new(), sts: Some(p.clone()), report_only: testing };
+            return Requirement {
+                level,
+                source: Source::MtaSts,
+                names: Vec::new(),
+                sts: Some(p.clone()),
+                report_only: testing,
+                tlsa: Vec::new(),
+            };
         }
         (None, None) if default >= Level::Encrypt => (default, Source::Manual, Vec::new()),
         (None, None) if default == Level::None => (Level::None, Source::None, Vec::new()),
         (None, None) => (Level::May, Source::Opportunistic, Vec::new()),
     };
-    if relayhost && auth && level < Level::Encrypt {
+    if relayhost && auth && matches!(level, Level::None | Level::May) {
         (level, source) = (Level::Encrypt, Source::Manual);
     }
-    Requirement { level, source, names, sts: None, report_only: false }
+    Requirement { level, source, names, sts: None, report_only: false, tlsa: Vec::new() }
 }
 
 /// How one attempt's TLS went (RFC 8460 §4.3 result types, and `success`).
@@ -170,6 +195,10 @@ pub enum TlsResult {
     StsPolicyFetchError,
     StsPolicyInvalid,
     StsWebpkiInvalid,
+    /// No TLSA record matched the peer, or the TLSA lookup failed.
+    TlsaInvalid,
+    /// A bogus DNSSEC answer for the MX, its addresses or its TLSA.
+    DnssecInvalid,
 }
 
 impl TlsResult {
@@ -185,6 +214,8 @@ impl TlsResult {
             TlsResult::StsPolicyFetchError => "sts-policy-fetch-error",
             TlsResult::StsPolicyInvalid => "sts-policy-invalid",
             TlsResult::StsWebpkiInvalid => "sts-webpki-invalid",
+            TlsResult::TlsaInvalid => "tlsa-invalid",
+            TlsResult::DnssecInvalid => "dnssec-invalid",
         }
     }
 
@@ -204,6 +235,8 @@ impl TlsResult {
                 C::NotValidForName | C::NotValidForNameContext { .. } => TlsResult::CertificateHostMismatch,
                 C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => TlsResult::CertificateExpired,
                 C::UnknownIssuer | C::BadSignature | C::Revoked => TlsResult::CertificateNotTrusted,
+                // Only the DANE verifier says this: no TLSA record matched.
+                C::ApplicationVerificationFailure => TlsResult::TlsaInvalid,
                 _ => TlsResult::ValidationFailure,
             },
             _ => TlsResult::ValidationFailure,
@@ -236,8 +269,9 @@ impl Connectors {
         Connectors { unverified: client_tls(), webpki: None }
     }
 
-    /// The configuration for one session to `host` under `req`; `None`
-    /// when it must verify and no trust anchor is loaded.
+    /// The configuration for one session to `host` under `req` (not DANE:
+    /// see [`crate::dane::client`]); `None` when it must verify and no
+    /// trust anchor is loaded.
     pub fn for_session(&self, req: &Requirement, host: &str) -> Option<SessionTls> {
         if !req.verifies() {
             return Some(SessionTls { config: self.unverified.clone(), observed: None });

@@ -34,6 +34,7 @@ pub struct Tuple {
 pub fn policy_type(s: Source) -> &'static str {
     match s {
         Source::MtaSts => "sts",
+        Source::Dane => "tlsa",
         _ => "no-policy-found",
     }
 }

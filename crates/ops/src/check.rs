@@ -16,6 +16,9 @@
 //!   parsed strictly, and whether its `mx` patterns cover every MX host
 //!   (§4.1); for a domain whose policy this config serves, whether the served
 //!   policy and the published `id` still belong together (§3.1);
+//! - DANE (RFC 7672): whether the MX records are DNSSEC-secure (the AD bit of
+//!   the resolvers), each host's usable TLSA records, and whether the
+//!   certificate each MX address presents matches them;
 //! - the ACME certificate of this config (`[acme]`): its expiry and whether
 //!   the last renewal failed;
 //! - SMTP on every MX address: banner, EHLO, STARTTLS (RFC 3207), and the
@@ -46,7 +49,7 @@ pub enum Level {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    /// The group: mx, address, ptr, spf, dmarc, dkim, mta-sts, tls-rpt, smtp.
+    /// The group: mx, address, ptr, spf, dmarc, dkim, mta-sts, tls-rpt, dane, smtp.
     pub check: &'static str,
     pub level: Level,
     /// What the finding is about (a host, an address, a record name).
@@ -88,6 +91,7 @@ const GROUPS: &[(&str, &str)] = &[
     ("dkim", "DKIM"),
     ("mta-sts", "MTA-STS"),
     ("tls-rpt", "TLS-RPT"),
+    ("dane", "DANE (TLSA)"),
     ("smtp", "SMTP on port 25 (or --port)"),
     ("acme", "ACME certificate"),
 ];
@@ -169,8 +173,10 @@ pub async fn run(resolver: &Resolver, opts: &Options) -> Report {
     dkim(resolver, &domain, &opts.dkim_selectors, &mut f).await;
     mta_sts(resolver, opts, &domain, &hosts, &mut f).await;
     tagged_record(resolver, &format!("_smtp._tls.{domain}"), "v=TLSRPTv1", "tls-rpt", "TLS-RPT (RFC 8460)", &mut f).await;
+    let tlsa = dane(resolver, &domain, &hosts, opts.port, &mut f).await;
     for (host, ip) in &addrs {
-        smtp(host, SocketAddr::new(*ip, opts.port), &opts.hostname, &mut f).await;
+        let records = tlsa.get(host).map(Vec::as_slice).unwrap_or(&[]);
+        smtp(host, SocketAddr::new(*ip, opts.port), &opts.hostname, records, &mut f).await;
     }
     if let Some(status) = &opts.acme {
         acme(status, &mut f);
@@ -523,7 +529,49 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufReader<S>, cmd: &
     read_reply(s).await
 }
 
-async fn smtp(host: &str, addr: SocketAddr, hostname: &str, f: &mut Findings) {
+/// DANE (RFC 7672): whether the MX records are DNSSEC-secure (as the
+/// resolvers' AD bit says), and each host's usable TLSA records.
+async fn dane(
+    resolver: &Resolver,
+    domain: &str,
+    hosts: &[String],
+    port: u16,
+    f: &mut Findings,
+) -> std::collections::HashMap<String, Vec<mx6_dns::secure::Tlsa>> {
+    use mx6_delivery::dane::{host, mx_secure, HostDane};
+    let mut out = std::collections::HashMap::new();
+    match mx_secure(resolver.secure(), domain).await {
+        Err(e) => {
+            f.add("dane", Level::Error, domain, format!("bogus DNSSEC answer ({e}): DANE senders defer all mail"));
+            return out;
+        }
+        Ok(false) => {
+            f.add("dane", Level::Warning, domain, "the MX records are not DNSSEC-secure (or the resolver does not validate): no DANE");
+            return out;
+        }
+        Ok(true) => f.add("dane", Level::Ok, domain, "the MX records are DNSSEC-secure"),
+    }
+    for h in hosts {
+        let name = format!("_{port}._tcp.{h}");
+        match host(resolver.secure(), h, port).await {
+            HostDane::Verify(records) => {
+                let list: Vec<String> = records.iter().map(|t| format!("{} {} {}", t.usage, t.selector, t.matching)).collect();
+                f.add("dane", Level::Ok, &name, format!("secure TLSA records: {}", list.join(", ")));
+                out.insert(h.clone(), records);
+            }
+            HostDane::Encrypt => {
+                f.add("dane", Level::Warning, &name, "TLSA records, but none usable for SMTP (only DANE-TA(2) and DANE-EE(3) are)")
+            }
+            HostDane::Failed(r, e) => f.add("dane", Level::Error, &name, format!("{}: {e}: DANE senders defer mail to {h}", r.as_str())),
+            HostDane::None => {
+                f.add("dane", Level::Warning, &name, "no secure TLSA records (or insecure addresses): DANE senders fall back")
+            }
+        }
+    }
+    out
+}
+
+async fn smtp(host: &str, addr: SocketAddr, hostname: &str, tlsa: &[mx6_dns::secure::Tlsa], f: &mut Findings) {
     let subject = format!("{host} {addr}");
     let tcp = match tokio::time::timeout(SMTP_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(t)) => t,
@@ -567,6 +615,19 @@ async fn smtp(host: &str, addr: SocketAddr, hostname: &str, f: &mut Findings) {
         return f.add("smtp", Level::Error, subject, "no certificate");
     };
     certificate(host, &subject, cert.as_ref(), f);
+    if !tlsa.is_empty() {
+        let chain = conn.peer_certificates().unwrap_or_default();
+        let hit = tlsa.iter().find(|t| match t.usage {
+            3 => mx6_delivery::dane::matches(t, cert.as_ref()),
+            _ => chain.iter().any(|c| mx6_delivery::dane::matches(t, c.as_ref())),
+        });
+        match hit {
+            Some(t) => {
+                f.add("dane", Level::Ok, &subject, format!("the certificate matches TLSA {} {} {}", t.usage, t.selector, t.matching))
+            }
+            None => f.add("dane", Level::Error, &subject, "the certificate matches none of the TLSA records: DANE senders defer"),
+        }
+    }
     let mut s = BufReader::new(tls);
     let _ = command(&mut s, "QUIT").await;
 }

@@ -222,15 +222,12 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         LocalDelivery::Lmtp(t) => Some(t.clone()),
         LocalDelivery::Maildir => None,
     };
-    let destinations = Destinations::new(
-        inbound.resolver.clone(),
-        d.remote(&cfg.hostname),
-        d.concurrency,
-        d.destination_concurrency,
-        routing.local_domains.clone(),
-        lmtp,
-    )
-    .with_state(d.mta_sts_fetcher(), state.clone());
+    let mut remote = d.remote(&cfg.hostname);
+    // DANE needs answers known to be secure.
+    remote.dane &= cfg.dns.dnssec == "trust-ad";
+    let destinations =
+        Destinations::new(inbound.resolver.clone(), remote, d.concurrency, d.destination_concurrency, routing.local_domains.clone(), lmtp)
+            .with_state(d.mta_sts_fetcher(), state.clone());
     let queue = QueueManager::start(Start {
         queue: &cfg.queue,
         local: &cfg.local,

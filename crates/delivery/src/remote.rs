@@ -477,6 +477,7 @@ pub async fn deliver(
     let mut sessions = Vec::new();
     let mut skipped = Vec::new();
     let mut used_source = req.source;
+    let mut requiretls_refused = 0;
     let mut last_tls = None;
     let mut last = RcptResult::Deferred(local(451, "4.4.1 no MX host could be reached"));
     // The host that gave `last`, when a server gave it (for Remote-MTA).
@@ -502,6 +503,13 @@ pub async fn deliver(
             }
         };
         used_source = req.source;
+        // RFC 8689 §4.2.1: REQUIRETLS goes only over a verified path.
+        if txn.requiretls && !req.verified() {
+            let text = format!("5.7.10 REQUIRETLS: no verified TLS to {host} (neither DANE nor MTA-STS enforce applies)");
+            (last, last_peer) = (RcptResult::Deferred(local(451, &text)), None);
+            requiretls_refused += 1;
+            continue;
+        }
         let tls_policy = match req.level {
             Level::None => TlsPolicy::Off,
             Level::May | Level::Dane => TlsPolicy::Opportunistic,
@@ -574,6 +582,9 @@ pub async fn deliver(
                 }
             }
             let session_level = o.rcpts.iter().all(|r| matches!(r, RcptResult::Deferred(_)));
+            if txn.requiretls && o.rcpts.first().is_some_and(|r| r.reply().text().contains("4.7.10 REQUIRETLS")) {
+                requiretls_refused += 1;
+            }
             if session_level && !o.rcpts.is_empty() {
                 // Nothing decided here (greeting refused, connection lost): next host.
                 last = o.rcpts[0].clone();
@@ -596,7 +607,10 @@ pub async fn deliver(
             break;
         }
     }
-    if !skipped.is_empty() && skipped.len() == hosts.len() && sessions.iter().all(|s| s.result == TlsResult::ValidationFailure) {
+    if txn.requiretls && requiretls_refused > 0 && requiretls_refused + skipped.len() >= hosts.len() {
+        let text = format!("5.7.10 REQUIRETLS: no MX host of {domain} offers verified TLS with REQUIRETLS");
+        last = RcptResult::Failed(local(550, &text));
+    } else if !skipped.is_empty() && skipped.len() == hosts.len() && sessions.iter().all(|s| s.result == TlsResult::ValidationFailure) {
         let text = format!("4.7.5 no MX host of {domain} matches its MTA-STS policy ({} refused)", skipped.join(", "));
         last = RcptResult::Deferred(local(451, &text));
     }

@@ -133,6 +133,12 @@ impl Requirement {
         }
     }
 
+    /// Whether the path is verified for REQUIRETLS (RFC 8689 §4.2.1): DANE,
+    /// MTA-STS enforce, or an operator's `verify`.
+    pub fn verified(&self) -> bool {
+        !self.tlsa.is_empty() || (self.level == Level::Verify && !self.report_only)
+    }
+
     /// Whether the certificate is verified (`verify`, or MTA-STS testing).
     pub fn verifies(&self) -> bool {
         self.level == Level::Verify || self.report_only

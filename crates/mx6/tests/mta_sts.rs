@@ -32,6 +32,7 @@ mx.dest.test A 127.0.0.1
 _mta-sts.dest.test TXT \"v=STSv1; id={id}\"
 mta-sts.dest.test AAAA ::1
 mta-sts.dest.test A 127.0.0.1
+nopolicy.test MX 10 mx.dest.test
 "
     )
 }
@@ -61,7 +62,7 @@ fn receiver(name: &str, dir: &Path, stem: &str) -> Server {
         name,
         RECEIVER_ZONE,
         &format!(
-            "[local]\ndomains = [\"dest.test\"]\n[relay]\nmynetworks = []\n[tls]\ncert = \"{d}/{stem}.crt\"\nkey = \"{d}/{stem}.key\"\n"
+            "[local]\ndomains = [\"dest.test\", \"nopolicy.test\"]\n[relay]\nmynetworks = []\n[tls]\ncert = \"{d}/{stem}.crt\"\nkey = \"{d}/{stem}.key\"\n"
         ),
     )
 }
@@ -262,4 +263,68 @@ fn a_stripped_starttls_defers_under_enforce_and_is_reported_under_testing() {
         "starttls-not-supported",
         "does not offer STARTTLS, which is required",
     );
+}
+
+/// Python's smtplib as the submitting client: what EHLO offers before and
+/// after STARTTLS, MAIL with REQUIRETLS in clear, then a message sent with
+/// REQUIRETLS under TLS.
+const REQUIRETLS_CLIENT: &str = r#"
+import smtplib, ssl, sys
+port, to = int(sys.argv[1]), sys.argv[2]
+s = smtplib.SMTP("::1", port)
+s.ehlo("client.test")
+print("before-tls", s.has_extn("requiretls"))
+code, msg = s.docmd("MAIL FROM:<a@src.test> REQUIRETLS")
+print("in-clear", code, msg.decode())
+s.rset()
+s.starttls(context=ssl._create_unverified_context())
+s.ehlo("client.test")
+print("after-tls", s.has_extn("requiretls"))
+s.sendmail("a@src.test", [to], "Subject: rtls\r\n\r\nhi\r\n", mail_options=["REQUIRETLS"])
+print("sent")
+s.quit()
+"#;
+
+fn requiretls_send(s: &Server, to: &str) -> String {
+    let out = std::process::Command::new("python3").args(["-c", REQUIRETLS_CLIENT, &s.port.to_string(), to]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+#[test]
+fn requiretls_goes_only_over_a_verified_path_and_tls_required_no_sets_policies_aside() {
+    let dir = certs("rtls");
+    let policy_server = PolicyServer::start(&dir, "policy", &policy("enforce", "mx.dest.test"));
+    let r = receiver("sts-recv-rtls", &dir, "mx");
+    for family in ["ipv6", "ipv4"] {
+        let s = sender(&format!("sts-send-rtls-{family}"), r.port, &dir, policy_server.port, family);
+        // Offered only under TLS (RFC 8689 §4.1); refused in clear.
+        let out = requiretls_send(&s, &format!("r-{family}@dest.test"));
+        assert!(out.contains("before-tls False") && out.contains("after-tls True"), "{out}");
+        assert!(out.contains("in-clear 530 5.7.10"), "{out}");
+        wait_log(&s, "requiretls=true");
+        // MTA-STS enforce is a verified path: delivered, REQUIRETLS passed on.
+        assert_eq!(r.wait_mail(&format!("r-{family}"), "dest.test", 1).len(), 1, "sender:\n{}", s.log_text());
+        assert!(r.log_has("requiretls=true"), "the receiver was asked for REQUIRETLS: {}", r.log_text());
+
+        // No policy for nopolicy.test: no verified path, so it comes back with 5.7.10.
+        requiretls_send(&s, &format!("n-{family}@nopolicy.test"));
+        let bounce = s.mail_texts("a", "src.test", 1);
+        assert_eq!(bounce.len(), 1, "the sender hears of it:\n{}", s.log_text());
+        assert!(bounce[0].contains("5.7.10"), "{}", bounce[0]);
+        assert!(r.wait_mail(&format!("n-{family}"), "nopolicy.test", 1).is_empty(), "nothing went out unverified");
+    }
+
+    // TLS-Required: No (§5): the policy is set aside, the mail goes to a
+    // certificate enforce would refuse.
+    let wrong = receiver("sts-recv-rtls-wrong", &dir, "wrong");
+    let s = sender("sts-send-rtls-no", wrong.port, &dir, policy_server.port, "ipv6");
+    let args = ["--server", "::1", "--port", &s.port.to_string(), "--from", "a@src.test", "--to", "no@dest.test"];
+    let out = swaks_ok(&[&args[..], &["--add-header", "TLS-Required: No", "--h-Subject", "optional"]].concat());
+    assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
+    assert_eq!(wrong.wait_mail("no", "dest.test", 1).len(), 1, "sender:\n{}", s.log_text());
+    send(&s, "yes@dest.test");
+    wait_log(&s, "4.7.5 TLS with the server failed (certificate-host-mismatch)");
+    assert!(wrong.wait_mail("yes", "dest.test", 1).is_empty(), "without the header the policy holds");
 }

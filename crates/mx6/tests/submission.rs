@@ -100,7 +100,7 @@ fn auth_only_inside_tls_and_required_before_mail() {
     assert!(text(&out).contains("<~* 530 5.7.0 Authentication required"), "{}", text(&out));
     // Advertised after STARTTLS.
     let out = swaks_ok(&["--server", "::1", "--port", &s.sub_port.to_string(), "--tls", "--quit-after", "EHLO"]);
-    assert!(out.contains("<~  250 AUTH PLAIN LOGIN"), "{out}");
+    assert!(out.contains("<~  250-AUTH PLAIN LOGIN") && out.contains("<~  250 REQUIRETLS"), "{out}");
     // Port 25 never offers AUTH.
     let out = swaks_ok(&["--server", "::1", "--port", &s.port.to_string(), "--tls", "--quit-after", "EHLO"]);
     assert!(!out.contains("AUTH"), "{out}");

@@ -26,6 +26,14 @@ pub struct QueuedMessage {
     /// DSN `ENVID`, decoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
+    /// RFC 8689 `REQUIRETLS`: relayed only over verified TLS to servers
+    /// that offer REQUIRETLS, else returned with `5.7.10`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requiretls: bool,
+    /// RFC 8689 §5 `TLS-Required: No`: the recipient domains' TLS policies
+    /// (MTA-STS, DANE) are not applied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_optional: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -102,6 +102,9 @@ pub struct Transaction {
     pub dsn: crate::dsn::MailDsn,
     /// One per recipient (or empty: none given).
     pub rcpt_dsn: Vec<crate::dsn::RcptDsn>,
+    /// RFC 8689: the message goes only to a server that offers REQUIRETLS,
+    /// under TLS, and the parameter goes with it.
+    pub requiretls: bool,
 }
 
 /// The result for one recipient.
@@ -413,6 +416,9 @@ impl Client {
     }
 
     fn mail(&mut self) {
+        if self.txn.requiretls && !(self.tls && self.has("REQUIRETLS")) {
+            return self.finish(ServerReply::local(451, "4.7.10 REQUIRETLS: the server does not offer REQUIRETLS under TLS"));
+        }
         let mut cmd = format!("MAIL FROM:<{}>", self.txn.from);
         if self.has("SIZE") {
             cmd.push_str(&format!(" SIZE={}", self.txn.size));
@@ -422,6 +428,9 @@ impl Client {
         }
         if self.txn.smtputf8 {
             cmd.push_str(" SMTPUTF8");
+        }
+        if self.txn.requiretls {
+            cmd.push_str(" REQUIRETLS");
         }
         self.dsn = self.has("DSN");
         if self.dsn {
@@ -603,9 +612,25 @@ mod tests {
                 smtputf8: false,
                 dsn: Default::default(),
                 rcpt_dsn: Vec::new(),
+                requiretls: false,
             },
             b"Subject: x\r\n\r\n.hi\r\n".to_vec(),
         )
+    }
+
+    #[test]
+    fn requiretls_goes_only_to_a_server_that_offers_it_under_tls() {
+        let mut c = client(false, &["x@a.test"]);
+        c.txn.requiretls = true;
+        let (sent, o) = run(&mut c, &["220 mx", "250-mx", "250 STARTTLS", "220 go ahead", "250-mx", "250 REQUIRETLS", "250 ok", "250 ok"]);
+        assert!(sent.contains("MAIL FROM:<a@me.test> REQUIRETLS\r\n"), "{sent}");
+        assert!(o.is_none() || o.unwrap().tls);
+        let mut c = client(false, &["x@a.test"]);
+        c.txn.requiretls = true;
+        let (sent, o) = run(&mut c, &["220 mx", "250-mx", "250 STARTTLS", "220 go ahead", "250 mx"]);
+        assert!(!sent.contains("MAIL FROM"), "{sent}");
+        let o = o.unwrap();
+        assert!(matches!(&o.rcpts[0], RcptResult::Deferred(r) if r.text().contains("4.7.10 REQUIRETLS")), "{:?}", o.rcpts);
     }
 
     /// Feed server lines; collect everything the client sends and the outcome.

@@ -54,6 +54,8 @@ pub struct MailParams {
     pub body_8bit: bool,
     pub smtputf8: bool,
     pub dsn: MailDsn,
+    /// RFC 8689 REQUIRETLS: relay only over verified TLS.
+    pub requiretls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,6 +158,7 @@ fn mail(arg: &str) -> Result<Command, CommandError> {
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => params.body_8bit = true,
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => params.body_8bit = false,
             ("SMTPUTF8", None) => params.smtputf8 = true,
+            ("REQUIRETLS", None) => params.requiretls = true,
             _ => return Err(CommandError::Parameter(k.chars().take(32).filter(|c| c.is_ascii_graphic()).collect())),
         }
     }

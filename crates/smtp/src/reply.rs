@@ -242,6 +242,10 @@ pub fn bad_sender_syntax(detail: &str) -> Reply {
     Reply::new(501, "5.1.7", format!("Bad sender address syntax: {detail}"))
 }
 /// RFC 6531 §3.7.4.1.
+/// RFC 8689 §4.1: REQUIRETLS is offered only once the session is under TLS.
+pub fn requiretls_needs_tls() -> Reply {
+    Reply::new(530, "5.7.10", "REQUIRETLS needs a TLS session (STARTTLS first)")
+}
 pub fn needs_smtputf8() -> Reply {
     Reply::new(553, "5.6.7", "Address requires SMTPUTF8")
 }

@@ -486,6 +486,9 @@ impl Session {
         if self.cfg.auth && self.tls {
             e.push("AUTH PLAIN LOGIN".into());
         }
+        if self.tls {
+            e.push("REQUIRETLS".into());
+        }
         e
     }
 
@@ -711,6 +714,8 @@ impl Session {
                 } else if params.size.is_some_and(|s| s > self.cfg.max_message_size as u64) {
                     self.events.push_back(Event::Rejected { stage: "mail", reason: "message_too_big" });
                     self.reply(reply::message_too_big());
+                } else if params.requiretls && !self.tls {
+                    self.reply(reply::requiretls_needs_tls());
                 } else {
                     let auth = self.auth.clone();
                     self.ask(Pending::Mail { from: path.clone(), params: params.clone() }, Ask::Mail { from: path, params, auth });

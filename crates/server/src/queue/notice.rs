@@ -100,6 +100,8 @@ async fn send(ctx: &Arc<Ctx>, msg: &QueuedMessage, body: &[u8], entries: Vec<Ent
         client: "127.0.0.1".into(),
         helo: ctx.hostname.clone(),
         smtputf8: msg.smtputf8,
+        // RFC 8689 §4.2.1: notices about a REQUIRETLS message obey it too.
+        requiretls: msg.requiretls,
         ..Default::default()
     };
     let full = Arc::new(full);

@@ -81,13 +81,20 @@ pub async fn attempt(ctx: Arc<Ctx>, mut job: Job) {
                 smtputf8: msg.smtputf8,
                 dsn: if lmtp { Default::default() } else { msg.dsn() },
                 rcpt_dsn: if lmtp { Vec::new() } else { idx.iter().map(|&i| msg.rcpts[i].dsn()).collect() },
+                // LMTP is final delivery: REQUIRETLS ends here.
+                requiretls: msg.requiretls && !lmtp,
             };
             let d = match (&out.lmtp, lmtp) {
                 (Some(t), true) => remote::lmtp(t, &out.remote.hostname, &txn, &body, out.remote.reply_timeout).await,
                 // With a relayhost the key names it and the domain is not looked up.
                 _ => {
-                    let sts = out.mta_sts(&key).await;
-                    let mut d = remote::deliver(&out.resolver, &out.remote, &key, sts.policy.as_ref(), &txn, &body).await;
+                    // RFC 8689 §5: `TLS-Required: No` sets the domain's policies aside.
+                    let sts = if msg.tls_optional { Default::default() } else { out.mta_sts(&key).await };
+                    let mut remote_cfg = std::borrow::Cow::Borrowed(&out.remote);
+                    if msg.tls_optional {
+                        remote_cfg.to_mut().dane = false;
+                    }
+                    let mut d = remote::deliver(&out.resolver, &remote_cfg, &key, sts.policy.as_ref(), &txn, &body).await;
                     if let Some((result, detail)) = sts.failure {
                         d.tls_sessions.insert(0, TlsSession { result, mx: String::new(), receiving: None, sending: None, detail });
                     }

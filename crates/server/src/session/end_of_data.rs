@@ -176,12 +176,16 @@ async fn store(ctx: &mut Ctx, s: &Services, mut env: Envelope, checked: Checked)
         junk: msg.junk,
         ret: env.params.dsn.ret,
         envid: env.params.dsn.envid.clone(),
+        requiretls: env.params.requiretls,
+        // RFC 8689 §5: ignored when REQUIRETLS was asked for.
+        tls_optional: !env.params.requiretls
+            && mx6_message::fields::fields(&body).any(|f| f.is("TLS-Required") && f.unfolded().eq_ignore_ascii_case("no")),
     };
     match s.spool.append(&qm, body.clone()).await {
         Ok(loc) => {
             slog!(
                 info, ctx, queue_id = %id, from = %format!("<{}>", qm.from), size = body.len(), nrcpt = qm.rcpts.len(),
-                protocol = env.protocol, user = env.auth.as_deref().unwrap_or(""), "queued"
+                protocol = env.protocol, user = env.auth.as_deref().unwrap_or(""), requiretls = qm.requiretls, "queued"
             );
             s.metrics.messages_accepted.with_label_values(&[ctx.family.as_str(), &ctx.listener]).inc();
             if let Some(reason) = &msg.hold {

@@ -143,6 +143,8 @@ fn http01_orders_renews_under_live_sessions_and_keeps_the_certificate_when_the_c
     s.dns.set_zone(mx6_testdns::Zone::parse(ZONE));
     // Certificates valid 60 s: renewed after 30 s (half of it; renew_before is longer).
     let mut pebble = Pebble::start(&dir, s.dns.addr, http_port, tls_port, 60);
+    // `delivery.ca_file` must exist when the config is checked.
+    pebble.root(&dir, "root.pem");
     let text = std::fs::read_to_string(&s.config).unwrap() + &config(&pebble, &dir, "http-01", http_port, tls_port);
     std::fs::write(&s.config, text).unwrap();
     assert!(s.user(&["add", "alice@mx.test"], "pw\n").status.success());
@@ -222,6 +224,8 @@ fn tls_alpn01_certifies_the_policy_host_and_mx6_check_verifies_the_policy() {
     let stale = format!("{ZONE}_mta-sts.example.org TXT \"v=STSv1; id=stale1\"\nexample.org MX 20 backup.test\nbackup.test AAAA ::1\n");
     s.dns.set_zone(mx6_testdns::Zone::parse(&stale));
     let pebble = Pebble::start(&dir, s.dns.addr, http_port, tls_port, 86400);
+    // `delivery.ca_file` must exist when the config is checked.
+    pebble.root(&dir, "root.pem");
     let text = std::fs::read_to_string(&s.config).unwrap() + &config(&pebble, &dir, "tls-alpn-01", http_port, tls_port);
     std::fs::write(&s.config, text).unwrap();
     s.spawn(&[]);

@@ -11,7 +11,8 @@
 //! is reported. Each shows in `mx6_delivery_tls_total{policy="mta_sts"}` and
 //! in the TLS-RPT counts of the state store, over IPv6 and IPv4. The policy
 //! is cached: after a restart, with the policy server gone and a new id
-//! published, the cached policy still refuses a bad certificate.
+//! published, the cached policy still refuses a bad certificate; on Redis a
+//! node that never fetched the policy obeys the one another node fetched.
 
 mod common;
 
@@ -68,12 +69,17 @@ fn receiver(name: &str, dir: &Path, stem: &str) -> Server {
 }
 
 fn sender(name: &str, port: u16, dir: &Path, sts_port: u16, family: &str) -> Server {
+    sender_with(name, port, dir, sts_port, family, "")
+}
+
+/// A sender with `extra` config appended (a `[store]` section, say).
+fn sender_with(name: &str, port: u16, dir: &Path, sts_port: u16, family: &str, extra: &str) -> Server {
     let pref = if family == "ipv4" { "address_preference = \"ipv4-only\"\n" } else { "" };
     Server::start_with_zone(
         name,
         &zone("1"),
         &format!(
-            "[local]\ndomains = [\"src.test\"]\n[delivery]\nport = {port}\nmta_sts_port = {sts_port}\nca_file = \"{}/ca.crt\"\n{pref}[queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n",
+            "[local]\ndomains = [\"src.test\"]\n[delivery]\nport = {port}\nmta_sts_port = {sts_port}\nca_file = \"{}/ca.crt\"\n{pref}[queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n{extra}",
             dir.display()
         ),
     )
@@ -327,4 +333,34 @@ fn requiretls_goes_only_over_a_verified_path_and_tls_required_no_sets_policies_a
     send(&s, "yes@dest.test");
     wait_log(&s, "4.7.5 TLS with the server failed (certificate-host-mismatch)");
     assert!(wrong.wait_mail("yes", "dest.test", 1).is_empty(), "without the header the policy holds");
+}
+
+#[test]
+fn nodes_on_one_redis_share_the_policy_one_of_them_fetched() {
+    let dir = certs("redis");
+    let mut policy_server = PolicyServer::start(&dir, "policy", &policy("enforce", "mx.dest.test"));
+    let redis = RedisServer::start();
+    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let good = receiver("sts-recv-redis", &dir, "mx");
+    let a = sender_with("sts-send-redis-a", good.port, &dir, policy_server.port, "ipv6", &store);
+    send(&a, "a@dest.test");
+    assert_eq!(good.wait_mail("a", "dest.test", 1).len(), 1, "sender:\n{}", a.log_text());
+    wait_log(&a, "tls_policy=\"mta_sts\"");
+    // The policy server goes away; node B never fetched the policy itself,
+    // yet it knows it from Redis and refuses a certificate for another name.
+    policy_server.stop();
+    let bad = receiver("sts-recv-redis-bad", &dir, "wrong");
+    let b = sender_with("sts-send-redis-b", bad.port, &dir, policy_server.port, "ipv4", &store);
+    send(&b, "b@dest.test");
+    wait_log(&b, "4.7.5 TLS with the server failed (certificate-host-mismatch)");
+    assert!(b.log_has("tls_policy=\"mta_sts\""), "{}", b.log_text());
+    assert!(!b.log_has("MTA-STS policy not fetched"), "B did not need to fetch: {}", b.log_text());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(bad.wait_mail("b", "dest.test", 1).is_empty(), "nothing went to the wrong certificate");
+    let shown = state(&b, "dest.test");
+    assert!(
+        shown.contains("sts|dest.test") && shown.contains("|sts|success|mx.dest.test|::1|::1  count 1"),
+        "both nodes count into one store:\n{shown}"
+    );
+    assert!(shown.contains("|sts|certificate-host-mismatch|mx.dest.test|127.0.0.1|127.0.0.1"), "{shown}");
 }

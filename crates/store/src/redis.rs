@@ -267,7 +267,7 @@ impl StateStore for Redis {
                         ),
                         _ => v,
                     }
-                } else if name.starts_with("sts|") {
+                } else if name.starts_with("sts|") || name.starts_with("tlsrpt-why|") {
                     v
                 } else if name.starts_with("blk|") {
                     "set".into()

@@ -26,7 +26,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::tls_policy::TlsResult;
+use crate::tls_policy::{self, TlsResult};
 
 /// What DANE says about one MX host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,10 +114,6 @@ pub struct DaneVerifier {
     pub names: Vec<ServerName<'static>>,
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// No record matched: what [`TlsResult::of_rustls`] reports as `tlsa-invalid`.
 fn no_match() -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
@@ -146,7 +142,7 @@ impl ServerCertVerifier for DaneVerifier {
             if roots.add(ta.clone().into_owned()).is_err() {
                 continue;
             }
-            let Ok(v) = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build() else { continue };
+            let Ok(v) = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls_policy::provider()).build() else { continue };
             for n in &self.names {
                 match v.verify_server_cert(end_entity, intermediates, n, ocsp, now) {
                     Ok(ok) => return Ok(ok),
@@ -162,7 +158,7 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+        tls_policy::verify_tls12(message, cert, dss)
     }
     fn verify_tls13_signature(
         &self,
@@ -170,23 +166,17 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+        tls_policy::verify_tls13(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        tls_policy::signature_schemes()
     }
 }
 
 /// A client configuration that verifies with `records` for `host`.
 pub fn client(records: Vec<Tlsa>, host: &str) -> Option<Arc<rustls::ClientConfig>> {
     let names = ServerName::try_from(host.trim_end_matches('.').to_ascii_lowercase()).ok().into_iter().collect();
-    let c = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(DaneVerifier { records, names }))
-        .with_no_client_auth();
-    Some(Arc::new(c))
+    tls_policy::with_verifier(Arc::new(DaneVerifier { records, names }))
 }
 
 #[cfg(test)]

@@ -451,18 +451,12 @@ pub async fn deliver(
 ) -> Delivery {
     let n = txn.rcpts.len();
     let req = crate::tls_policy::requirement(cfg.tls, &cfg.tls_policies, domain, cfg.relayhost.is_some(), cfg.auth.is_some(), sts);
-    let none = |r: RcptResult, tls_result, tls_sessions| Delivery {
-        rcpts: all(n, r),
-        peer: None,
-        tls: false,
-        dsn: false,
-        tls_source: req.source,
-        tls_result,
-        tls_sessions,
-    };
     let hosts = match route(resolver, cfg, domain).await {
         Ok(h) => h,
-        Err(r) => return none(r, None, Vec::new()),
+        Err(r) => {
+            let (tls_source, tls_sessions) = (req.source, Vec::new());
+            return Delivery { rcpts: all(n, r), peer: None, tls: false, dsn: false, tls_source, tls_result: None, tls_sessions };
+        }
     };
     let port = cfg.relayhost.as_ref().map(|r| r.port).unwrap_or(cfg.port);
     // DANE (RFC 7672 §2.2.1): only when the MX RRset is secure (a relayhost

@@ -263,8 +263,7 @@ impl Connectors {
     /// Trust the system's roots and `ca_file`.
     pub fn new(ca_file: &str) -> Result<Connectors, crate::trust::TrustError> {
         let roots = crate::trust::roots(ca_file)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| crate::trust::TrustError::Rustls(rustls::Error::General(e.to_string())))?;
         Ok(Connectors { unverified: client_tls(), webpki: Some(webpki) })
@@ -290,14 +289,7 @@ impl Connectors {
         }
         let observed = req.report_only.then(|| Arc::new(std::sync::Mutex::new(None)));
         let verifier = Arc::new(AnyOf { inner: self.webpki.clone()?, names, observed: observed.clone() });
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let c = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .ok()?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        Some(SessionTls { config: Arc::new(c), observed })
+        Some(SessionTls { config: with_verifier(verifier)?, observed })
     }
 }
 
@@ -382,66 +374,84 @@ impl ServerCertVerifier for AnyOf {
     }
 }
 
+/// The crypto provider of every outbound TLS configuration (ring), made once.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static P: std::sync::OnceLock<Arc<rustls::crypto::CryptoProvider>> = std::sync::OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+}
+
+/// A client configuration whose certificates `verifier` judges.
+pub(crate) fn with_verifier(verifier: Arc<dyn ServerCertVerifier>) -> Option<Arc<rustls::ClientConfig>> {
+    let c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Some(Arc::new(c))
+}
+
+/// Handshake signatures, checked alike by every verifier here: the
+/// certificate decides who the peer is, the signature that it holds the key.
+pub(crate) fn verify_tls12(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+}
+
+pub(crate) fn verify_tls13(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+}
+
+pub(crate) fn signature_schemes() -> Vec<rustls::SignatureScheme> {
+    provider().signature_verification_algorithms.supported_schemes()
+}
+
 /// TLS for outbound SMTP: opportunistic, so certificates are inspected, not
 /// required to chain to a root (RFC 3207 §4.1, as Postfix `may`/`encrypt`).
 pub fn client_tls() -> Arc<rustls::ClientConfig> {
     static CFG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    CFG.get_or_init(|| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCert))
-                .with_no_client_auth(),
-        )
-    })
-    .clone()
+    CFG.get_or_init(|| with_verifier(Arc::new(AnyCert)).expect("ring supports the default protocol versions")).clone()
 }
 
 #[derive(Debug)]
 struct AnyCert;
 
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
+impl ServerCertVerifier for AnyCert {
     fn verify_server_cert(
         &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
         _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
         &self,
         message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
+        cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12(message, cert, dss)
     }
     fn verify_tls13_signature(
         &self,
         message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
+        cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        signature_schemes()
     }
 }
 

@@ -131,24 +131,6 @@ fn sender(name: &str, unbound: u16, port: u16, family: &str) -> Server {
     s
 }
 
-fn send(s: &Server, to: &str) {
-    let out = swaks_ok(&["--server", "::1", "--port", &s.port.to_string(), "--from", "a@src.test", "--to", to, "--h-Subject", "dane"]);
-    assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
-}
-
-fn wait_log(s: &Server, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.log_has(needle) {
-        assert!(Instant::now() < deadline, "no `{needle}` in:\n{}", s.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn state(s: &Server, arg: &str) -> String {
-    let out = mx6(&["state".as_ref(), "show".as_ref(), arg.as_ref(), "--config".as_ref(), s.config.as_os_str()]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn tlsa_records_of_signed_zones_decide_and_insecure_zones_fall_back() {
     let dir = std::env::temp_dir().join(format!("mx6-dane-{}", std::process::id()));
@@ -229,36 +211,36 @@ fn tlsa_records_of_signed_zones_decide_and_insecure_zones_fall_back() {
         let series = |result: &str| format!("mx6_delivery_tls_total{{family=\"{family}\",policy=\"dane\",result=\"{result}\"}}");
 
         // DANE-EE matches the receiver's key.
-        send(&s, &format!("ee-{family}@good.test"));
+        s.submit("a@src.test", &format!("ee-{family}@good.test"));
         assert_eq!(r.wait_mail(&format!("ee-{family}"), "good.test", 1).len(), 1, "sender:\n{}", s.log_text());
-        wait_log(&s, "tls_policy=\"dane\" tls_result=\"success\"");
+        s.wait_log("tls_policy=\"dane\" tls_result=\"success\"");
         assert_eq!(s.metric(&series("success")), 1.0);
-        let shown = state(&s, "good.test");
+        let shown = s.state_show("good.test");
         assert!(shown.contains(&format!("|tlsa|success|mx.good.test|{ip}|{ip}  count 1")), "{shown}");
 
         // DANE-TA: the CA the chain ends with, and the MX name checked.
-        send(&s, &format!("ta-{family}@ta.good.test"));
+        s.submit("a@src.test", &format!("ta-{family}@ta.good.test"));
         assert_eq!(r.wait_mail(&format!("ta-{family}"), "ta.good.test", 1).len(), 1, "sender:\n{}", s.log_text());
-        wait_log(&s, &format!("to=ta-{family}@ta.good.test"));
+        s.wait_log(&format!("to=ta-{family}@ta.good.test"));
         assert_eq!(s.metric(&series("success")), 2.0, "{}", s.log_text());
 
         // A record that matches nothing: the mail waits.
-        send(&s, &format!("bad-{family}@bad.good.test"));
-        wait_log(&s, "4.7.5 TLS with the server failed (tlsa-invalid)");
+        s.submit("a@src.test", &format!("bad-{family}@bad.good.test"));
+        s.wait_log("4.7.5 TLS with the server failed (tlsa-invalid)");
         assert!(s.metric(&series("tlsa-invalid")) >= 1.0);
-        assert!(state(&s, "bad.good.test").contains("|tlsa|tlsa-invalid|mx.bad.good.test|"));
+        assert!(s.state_show("bad.good.test").contains("|tlsa|tlsa-invalid|mx.bad.good.test|"));
 
         // A bogus signature: SERVFAIL, the host is not used.
-        send(&s, &format!("bogus-{family}@bogus.test"));
-        wait_log(&s, &format!("4.7.5 DANE: _{p}._tcp.mx.bogus.test TLSA: SERVFAIL"));
-        assert!(state(&s, "bogus.test").contains("|tlsa|dnssec-invalid|mx.bogus.test||  count"), "{}", state(&s, "bogus.test"));
+        s.submit("a@src.test", &format!("bogus-{family}@bogus.test"));
+        s.wait_log(&format!("4.7.5 DANE: _{p}._tcp.mx.bogus.test TLSA: SERVFAIL"));
+        assert!(s.state_show("bogus.test").contains("|tlsa|dnssec-invalid|mx.bogus.test||  count"), "{}", s.state_show("bogus.test"));
 
         // Unsigned: the TLSA record means nothing, opportunistic TLS.
-        send(&s, &format!("plain-{family}@insecure.test"));
+        s.submit("a@src.test", &format!("plain-{family}@insecure.test"));
         let m = r.mail_texts(&format!("plain-{family}"), "insecure.test", 1);
         assert_eq!(m.len(), 1, "sender:\n{}", s.log_text());
         assert!(m[0].contains("ESMTPS"), "{}", m[0]);
-        wait_log(&s, &format!("to=plain-{family}@insecure.test"));
+        s.wait_log(&format!("to=plain-{family}@insecure.test"));
         assert!(s.log_has("tls_policy=\"opportunistic\""), "{}", s.log_text());
 
         // mx6 check sees the same: secure records, and whether each MX address matches them.

@@ -19,7 +19,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::https::{ca_and_cert, PolicyServer};
 use common::*;
@@ -85,25 +85,6 @@ fn sender_with(name: &str, port: u16, dir: &Path, sts_port: u16, family: &str, e
     )
 }
 
-fn send(s: &Server, to: &str) {
-    let out = swaks_ok(&["--server", "::1", "--port", &s.port.to_string(), "--from", "a@src.test", "--to", to, "--h-Subject", "sts"]);
-    assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
-}
-
-fn wait_log(s: &Server, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.log_has(needle) {
-        assert!(Instant::now() < deadline, "no `{needle}` in:\n{}", s.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `mx6 state show ARG` of a running server.
-fn state(s: &Server, arg: &str) -> String {
-    let out = mx6(&["state".as_ref(), "show".as_ref(), arg.as_ref(), "--config".as_ref(), s.config.as_os_str()]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn tls_series(family: &str, result: &str) -> String {
     format!("mx6_delivery_tls_total{{family=\"{family}\",policy=\"mta_sts\",result=\"{result}\"}}")
 }
@@ -159,12 +140,12 @@ fn enforce_delivers_over_verified_tls_and_the_cached_policy_outlives_its_server_
     for family in ["ipv6", "ipv4"] {
         let s = sender(&format!("sts-send-good-{family}"), r.port, &dir, policy_server.port, family);
         let user = format!("u-{family}");
-        send(&s, &format!("{user}@dest.test"));
+        s.submit("a@src.test", &format!("{user}@dest.test"));
         assert_eq!(r.wait_mail(&user, "dest.test", 1).len(), 1, "sender:\n{}", s.log_text());
-        wait_log(&s, "tls_policy=\"mta_sts\"");
+        s.wait_log("tls_policy=\"mta_sts\"");
         assert!(s.log_has("tls_result=\"success\""), "{}", s.log_text());
         assert_eq!(s.metric(&tls_series(family, "success")), 1.0);
-        let shown = state(&s, "dest.test");
+        let shown = s.state_show("dest.test");
         assert!(shown.contains("sts|dest.test") && shown.contains("mode: enforce"), "the policy is cached:\n{shown}");
         let ip = lo(family);
         let rpt = format!("|sts|success|mx.dest.test|{ip}|{ip}  count 1");
@@ -175,7 +156,7 @@ fn enforce_delivers_over_verified_tls_and_the_cached_policy_outlives_its_server_
     // restarts and the MX now shows a certificate for another name: the
     // cached policy still says enforce, so the mail waits.
     let mut s = sender("sts-send-cached", r.port, &dir, policy_server.port, "ipv6");
-    send(&s, "first@dest.test");
+    s.submit("a@src.test", "first@dest.test");
     assert_eq!(r.wait_mail("first", "dest.test", 1).len(), 1, "sender:\n{}", s.log_text());
     policy_server.stop();
     s.terminate();
@@ -184,13 +165,13 @@ fn enforce_delivers_over_verified_tls_and_the_cached_policy_outlives_its_server_
     let text = std::fs::read_to_string(&s.config).unwrap().replace(&format!("port = {}\n", r.port), &format!("port = {}\n", bad.port));
     std::fs::write(&s.config, text).unwrap();
     s.spawn(&[]);
-    send(&s, "second@dest.test");
-    wait_log(&s, "4.7.5 TLS with the server failed (certificate-host-mismatch)");
+    s.submit("a@src.test", "second@dest.test");
+    s.wait_log("4.7.5 TLS with the server failed (certificate-host-mismatch)");
     assert!(s.log_has("MTA-STS policy not fetched"), "the refresh was tried: {}", s.log_text());
     assert!(s.log_has("tls_policy=\"mta_sts\""), "{}", s.log_text());
     std::thread::sleep(Duration::from_millis(500));
     assert!(bad.wait_mail("second", "dest.test", 1).is_empty(), "nothing may arrive over an unverified path");
-    let shown = state(&s, "dest.test");
+    let shown = s.state_show("dest.test");
     assert!(shown.contains("|sts|sts-policy-fetch-error|||"), "the failed refresh is reported:\n{shown}");
     assert!(shown.contains("|sts|certificate-host-mismatch|mx.dest.test|::1|::1"), "{shown}");
 }
@@ -211,26 +192,26 @@ fn enforce_defers_and_testing_reports(tag: &str, receiver_stem: &str, mx: &str, 
     for family in ["ipv6", "ipv4"] {
         let s = sender(&format!("sts-send-{tag}-e-{family}"), port, &dir, enforce.port, family);
         let user = format!("e-{family}");
-        send(&s, &format!("{user}@dest.test"));
-        wait_log(&s, reply);
+        s.submit("a@src.test", &format!("{user}@dest.test"));
+        s.wait_log(reply);
         assert!(s.log_has("status=deferred") || s.log_has("status=\"deferred\""), "{}", s.log_text());
         assert!(s.log_has("tls_policy=\"mta_sts\""), "{}", s.log_text());
         if !mx.contains("elsewhere") {
             assert!(s.metric(&tls_series(family, result)) >= 1.0, "{}", tls_series(family, result));
         }
-        let shown = state(&s, "dest.test");
+        let shown = s.state_show("dest.test");
         assert!(shown.contains(&format!("|sts|{result}|mx.dest.test|")), "TLS-RPT counts {result}:\n{shown}");
         std::thread::sleep(Duration::from_millis(300));
         assert!(r.wait_mail(&user, "dest.test", 1).is_empty(), "enforce: nothing may arrive");
 
         let s = sender(&format!("sts-send-{tag}-t-{family}"), port, &dir, testing.port, family);
         let user = format!("t-{family}");
-        send(&s, &format!("{user}@dest.test"));
+        s.submit("a@src.test", &format!("{user}@dest.test"));
         assert_eq!(r.wait_mail(&user, "dest.test", 1).len(), 1, "testing delivers; sender:\n{}", s.log_text());
-        wait_log(&s, &format!("tls_result=\"{result}\""));
+        s.wait_log(&format!("tls_result=\"{result}\""));
         assert_eq!(s.metric(&tls_series(family, result)), 1.0, "{}", tls_series(family, result));
         let ip = lo(family);
-        let shown = state(&s, "dest.test");
+        let shown = s.state_show("dest.test");
         assert!(shown.contains(&format!("|sts|{result}|mx.dest.test|{ip}|{ip}  count 1")), "testing reports {result}:\n{shown}");
     }
 }
@@ -309,7 +290,7 @@ fn requiretls_goes_only_over_a_verified_path_and_tls_required_no_sets_policies_a
         let out = requiretls_send(&s, &format!("r-{family}@dest.test"));
         assert!(out.contains("before-tls False") && out.contains("after-tls True"), "{out}");
         assert!(out.contains("in-clear 530 5.7.10"), "{out}");
-        wait_log(&s, "requiretls=true");
+        s.wait_log("requiretls=true");
         // MTA-STS enforce is a verified path: delivered, REQUIRETLS passed on.
         assert_eq!(r.wait_mail(&format!("r-{family}"), "dest.test", 1).len(), 1, "sender:\n{}", s.log_text());
         assert!(r.log_has("requiretls=true"), "the receiver was asked for REQUIRETLS: {}", r.log_text());
@@ -330,8 +311,8 @@ fn requiretls_goes_only_over_a_verified_path_and_tls_required_no_sets_policies_a
     let out = swaks_ok(&[&args[..], &["--add-header", "TLS-Required: No", "--h-Subject", "optional"]].concat());
     assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
     assert_eq!(wrong.wait_mail("no", "dest.test", 1).len(), 1, "sender:\n{}", s.log_text());
-    send(&s, "yes@dest.test");
-    wait_log(&s, "4.7.5 TLS with the server failed (certificate-host-mismatch)");
+    s.submit("a@src.test", "yes@dest.test");
+    s.wait_log("4.7.5 TLS with the server failed (certificate-host-mismatch)");
     assert!(wrong.wait_mail("yes", "dest.test", 1).is_empty(), "without the header the policy holds");
 }
 
@@ -343,21 +324,21 @@ fn nodes_on_one_redis_share_the_policy_one_of_them_fetched() {
     let store = format!("[store]\nbackend = \"redis\"\nurl = \"{}\"\n", redis.url());
     let good = receiver("sts-recv-redis", &dir, "mx");
     let a = sender_with("sts-send-redis-a", good.port, &dir, policy_server.port, "ipv6", &store);
-    send(&a, "a@dest.test");
+    a.submit("a@src.test", "a@dest.test");
     assert_eq!(good.wait_mail("a", "dest.test", 1).len(), 1, "sender:\n{}", a.log_text());
-    wait_log(&a, "tls_policy=\"mta_sts\"");
+    a.wait_log("tls_policy=\"mta_sts\"");
     // The policy server goes away; node B never fetched the policy itself,
     // yet it knows it from Redis and refuses a certificate for another name.
     policy_server.stop();
     let bad = receiver("sts-recv-redis-bad", &dir, "wrong");
     let b = sender_with("sts-send-redis-b", bad.port, &dir, policy_server.port, "ipv4", &store);
-    send(&b, "b@dest.test");
-    wait_log(&b, "4.7.5 TLS with the server failed (certificate-host-mismatch)");
+    b.submit("a@src.test", "b@dest.test");
+    b.wait_log("4.7.5 TLS with the server failed (certificate-host-mismatch)");
     assert!(b.log_has("tls_policy=\"mta_sts\""), "{}", b.log_text());
     assert!(!b.log_has("MTA-STS policy not fetched"), "B did not need to fetch: {}", b.log_text());
     std::thread::sleep(Duration::from_millis(500));
     assert!(bad.wait_mail("b", "dest.test", 1).is_empty(), "nothing went to the wrong certificate");
-    let shown = state(&b, "dest.test");
+    let shown = b.state_show("dest.test");
     assert!(
         shown.contains("sts|dest.test") && shown.contains("|sts|success|mx.dest.test|::1|::1  count 1"),
         "both nodes count into one store:\n{shown}"

@@ -10,7 +10,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::https::ca_and_cert;
 use common::*;
@@ -57,19 +57,6 @@ fn sender(name: &str, port: u16, dir: &Path, delivery: &str, policies: &str) -> 
     )
 }
 
-fn send(s: &Server, to: &str) {
-    let out = swaks_ok(&["--server", "::1", "--port", &s.port.to_string(), "--from", "a@src.test", "--to", to, "--h-Subject", "tls"]);
-    assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
-}
-
-fn wait_log(s: &Server, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.log_has(needle) {
-        assert!(Instant::now() < deadline, "no `{needle}` in:\n{}", s.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 const VERIFY: &str = "[[delivery.tls_policy]]\ndomain = \"dest.test\"\nlevel = \"verify\"\n";
 
 #[test]
@@ -77,17 +64,17 @@ fn verify_delivers_to_a_trusted_certificate_for_the_mx_name_over_both_families()
     let dir = certs("good");
     let r = receiver("otls-recv-good", &dir, "mx");
     let s6 = sender("otls-send-good6", r.port, &dir, "", VERIFY);
-    send(&s6, "u@dest.test");
+    s6.submit("a@src.test", "u@dest.test");
     assert_eq!(r.wait_mail("u", "dest.test", 1).len(), 1, "sender:\n{}", s6.log_text());
-    wait_log(&s6, "tls_policy=\"manual\"");
+    s6.wait_log("tls_policy=\"manual\"");
     assert!(s6.log_has("tls_result=\"success\""), "{}", s6.log_text());
     assert!(s6.log_has("relay=mx.dest.test[::1]:"), "{}", s6.log_text());
     assert_eq!(s6.metric("mx6_delivery_tls_total{family=\"ipv6\",policy=\"manual\",result=\"success\"}"), 1.0);
 
     let s4 = sender("otls-send-good4", r.port, &dir, "address_preference = \"ipv4-only\"", VERIFY);
-    send(&s4, "w@dest.test");
+    s4.submit("a@src.test", "w@dest.test");
     assert_eq!(r.wait_mail("w", "dest.test", 1).len(), 1, "sender:\n{}", s4.log_text());
-    wait_log(&s4, "tls_result=\"success\"");
+    s4.wait_log("tls_result=\"success\"");
     assert_eq!(s4.metric("mx6_delivery_tls_total{family=\"ipv4\",policy=\"manual\",result=\"success\"}"), 1.0);
 }
 
@@ -97,8 +84,8 @@ fn verify_defers_a_certificate_for_another_name_unless_the_policy_matches_it() {
     let r = receiver("otls-recv-wrong", &dir, "wrong");
     for (tag, pref, family) in [("6", "", "ipv6"), ("4", "address_preference = \"ipv4-only\"", "ipv4")] {
         let s = sender(&format!("otls-send-wrong{tag}"), r.port, &dir, pref, VERIFY);
-        send(&s, &format!("u{tag}@dest.test"));
-        wait_log(&s, "4.7.5 TLS with the server failed (certificate-host-mismatch)");
+        s.submit("a@src.test", &format!("u{tag}@dest.test"));
+        s.wait_log("4.7.5 TLS with the server failed (certificate-host-mismatch)");
         assert!(s.log_has("status=deferred") || s.log_has("status=\"deferred\""), "{}", s.log_text());
         let series = format!("mx6_delivery_tls_total{{family=\"{family}\",policy=\"manual\",result=\"certificate-host-mismatch\"}}");
         assert!(s.metric(&series) >= 1.0, "{series}");
@@ -108,9 +95,9 @@ fn verify_defers_a_certificate_for_another_name_unless_the_policy_matches_it() {
     // `match` names the certificate's name instead of the MX host.
     let policy = "[[delivery.tls_policy]]\ndomain = \"dest.test\"\nlevel = \"verify\"\nmatch = [\"wrong.test\"]\n";
     let s = sender("otls-send-match", r.port, &dir, "", policy);
-    send(&s, "m@dest.test");
+    s.submit("a@src.test", "m@dest.test");
     assert_eq!(r.wait_mail("m", "dest.test", 1).len(), 1, "sender:\n{}", s.log_text());
-    wait_log(&s, "tls_result=\"success\"");
+    s.wait_log("tls_result=\"success\"");
 }
 
 #[test]
@@ -119,18 +106,18 @@ fn may_takes_any_certificate_and_none_sends_in_clear() {
     let r = receiver("otls-recv-may", &dir, "wrong");
     // No entry: the default `may` does not check the certificate.
     let s = sender("otls-send-may", r.port, &dir, "", "");
-    send(&s, "u@dest.test");
+    s.submit("a@src.test", "u@dest.test");
     let m = r.mail_texts("u", "dest.test", 1);
     assert_eq!(m.len(), 1, "sender:\n{}", s.log_text());
     assert!(m[0].contains("ESMTPS"), "TLS was used: {}", m[0]);
-    wait_log(&s, "tls_policy=\"opportunistic\"");
+    s.wait_log("tls_policy=\"opportunistic\"");
     assert_eq!(s.metric("mx6_delivery_tls_total{family=\"ipv6\",policy=\"opportunistic\",result=\"success\"}"), 1.0);
 
     let s = sender("otls-send-none", r.port, &dir, "tls = \"none\"", "");
-    send(&s, "n@dest.test");
+    s.submit("a@src.test", "n@dest.test");
     let m = r.mail_texts("n", "dest.test", 1);
     assert_eq!(m.len(), 1, "sender:\n{}", s.log_text());
     assert!(!m[0].contains("ESMTPS"), "no TLS: {}", m[0]);
-    wait_log(&s, "tls_result=\"plaintext\"");
+    s.wait_log("tls_result=\"plaintext\"");
     assert_eq!(s.metric("mx6_delivery_tls_total{family=\"ipv6\",policy=\"none\",result=\"plaintext\"}"), 1.0);
 }

@@ -199,6 +199,27 @@ attempts = 1
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Wait up to 20 s for `needle` in the log; fail with the log if it never comes.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "no `{needle}` in:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `mx6 state show ARG` of this (running) server.
+    pub fn state_show(&self, arg: &str) -> String {
+        let out = mx6(&["state".as_ref(), "show".as_ref(), arg.as_ref(), "--config".as_ref(), self.config.as_os_str()]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Queue one message from `from` to `to` through the plain listener (swaks).
+    pub fn submit(&self, from: &str, to: &str) {
+        let out = swaks_ok(&["--server", "::1", "--port", &self.port.to_string(), "--from", from, "--to", to, "--h-Subject", "test"]);
+        assert!(out.contains("250 2.0.0 Ok: queued"), "{out}");
+    }
+
     /// Whether the log contains `needle`, waiting up to 10 s for it (log lines
     /// are written by a background thread, a moment after the event).
     pub fn log_has(&self, needle: &str) -> bool {

@@ -328,18 +328,21 @@ fn a_milter_that_stalls_or_dies_does_not_stall_the_session() {
     let _milter = scripted_milter(port);
     let s = Server::start(
         "milter-stall",
-        &format!("[[milter]]\naddress = \"inet:127.0.0.1:{port}\"\ntimeout = \"2s\"\non_failure = \"tempfail\"\n{RELAXED}"),
+        &format!("[[milter]]\naddress = \"inet:127.0.0.1:{port}\"\ntimeout = \"5s\"\non_failure = \"tempfail\"\n{RELAXED}"),
     );
+    // `timeout` also bounds the milter's connect and negotiation, which a
+    // loaded test machine (rspamd starting beside it) can slow: 5 s, not 2.
     let mut c = Raw::proxied(s.proxy_port, "2001:db8:3e::1");
-    assert!(c.reply().starts_with("220 "));
+    let r = c.reply();
+    assert!(r.starts_with("220 "), "{r}");
     c.cmd("EHLO client.example");
     let t = Instant::now();
     assert_eq!(c.cmd("MAIL FROM:<stall@nospf.example.com>"), "451 4.7.1 Content filter unavailable, try again later\r\n");
-    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(12), "{:?}", t.elapsed());
     // The milter is out of step for the rest of the session: tempfail, at once.
     assert!(c.cmd("MAIL FROM:<sender@nospf.example.com>").starts_with("451 4.7.1 "));
     assert!(c.cmd("QUIT").starts_with("221 "));
-    assert!(s.log_has("no answer within 2s"));
+    assert!(s.log_has("no answer within 5s"));
 
     // The content has its own wait: a milter that stalls at end of message
     // is given up after `content_timeout`, though `timeout` is longer.

@@ -19,13 +19,21 @@ pub fn mx6_bin() -> &'static str {
 /// A port free on both families and not handed out before in this process
 /// (the kernel may offer the same ephemeral port again once it is closed).
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    // Below the kernel's ephemeral range (32768-60999): a port handed out
+    // here is never also given to a `bind(…:0)` (the test DNS servers, the
+    // daemons a test starts) or taken as the source port of a connection
+    // between the check and the moment its server binds it.
+    static NEXT: std::sync::Mutex<u16> = std::sync::Mutex::new(0);
+    let mut next = NEXT.lock().unwrap();
+    if *next == 0 {
+        // Each test binary starts elsewhere in the range, so the ones cargo
+        // runs one after another rarely meet a port still in TIME_WAIT.
+        *next = 20000 + (std::process::id() % 600) as u16 * 20;
+    }
     loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&p) && TcpListener::bind(("::1", p)).is_ok() {
-            given.push(p);
+        let p = *next;
+        *next = if p >= 32700 { 20000 } else { p + 1 };
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("::1", p)).is_ok() {
             return p;
         }
     }

@@ -71,4 +71,7 @@ impl StateStore for Store {
     async fn clear(&self, part: &str) -> Result<u64> {
         delegate!(self, clear(part))
     }
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        delegate!(self, delete(keys))
+    }
 }

@@ -309,6 +309,15 @@ impl StateStore for Embedded {
             (before - m.len()) as u64
         }))
     }
+
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        self.with(|m| {
+            for k in keys {
+                m.remove(k);
+            }
+        });
+        Ok(())
+    }
 }
 
 #[cfg(test)]

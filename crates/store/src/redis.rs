@@ -289,6 +289,16 @@ impl StateStore for Redis {
         let mut c = self.conn.clone();
         self.run(redis::cmd("DEL").arg(&keys).query_async(&mut c)).await
     }
+
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let keys: Vec<String> = keys.iter().map(|key| k(key)).collect();
+        let _: i64 = self.run(redis::cmd("DEL").arg(&keys).query_async(&mut c)).await?;
+        Ok(())
+    }
 }
 
 impl Redis {

@@ -70,6 +70,8 @@ pub trait StateStore: Send + Sync {
     fn show(&self, part: &str, now: u64, half_life: u64) -> impl Future<Output = Result<Vec<Shown>>> + Send;
     /// Delete them; returns how many.
     fn clear(&self, part: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Delete exactly these keys (a report's counts once it is queued).
+    fn delete(&self, keys: &[String]) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Whether `key` has `part` as one of its `|`-separated parts.

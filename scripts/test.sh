@@ -19,6 +19,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
+# PyPI peers, in a virtualenv of their own: parsedmarc reads the DMARC and
+# TLS-RPT reports mx6 sends.
+venv=/opt/mx6-test-venv
+if [ ! -x "$venv/bin/parsedmarc" ]; then
+    echo "== installing parsedmarc (PyPI) in $venv"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed" \
+        || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3-venv
+    $SUDO python3 -m venv "$venv"
+    $SUDO "$venv/bin/pip" install -q parsedmarc
+fi
+export MX6_PARSEDMARC="$venv/bin/parsedmarc"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -30,6 +30,26 @@ pub struct Spf {
 pub struct Message {
     pub facts: MessageFacts,
     pub dkim: Vec<DkimSummary>,
+    /// What DMARC evaluated, when the From domain publishes a record (for
+    /// aggregate reports, RFC 7489 §7.2).
+    pub dmarc: Option<DmarcEvaluation>,
+}
+
+/// One DMARC evaluation as an aggregate report records it.
+#[derive(Debug, Clone, Default)]
+pub struct DmarcEvaluation {
+    /// The RFC 5322.From domain.
+    pub header_from: String,
+    /// Where the record was found (the From domain or a parent).
+    pub record_domain: String,
+    /// The record, verbatim.
+    pub record: String,
+    /// An aligned DKIM pass; an aligned SPF pass.
+    pub dkim_aligned: bool,
+    pub spf_aligned: bool,
+    /// The policy the record asks for this domain (`p`, or `sp` for a
+    /// subdomain), before `pct` sampling.
+    pub requested: DmarcPolicy,
 }
 
 pub struct Authenticator {
@@ -102,35 +122,51 @@ impl Authenticator {
             DmarcResult::PermError(_) => AuthResult::PermError,
             DmarcResult::None => AuthResult::None,
         };
-        let mut policy = match dmarc.policy() {
+        let requested = match dmarc.policy() {
             Policy::Reject => DmarcPolicy::Reject,
             Policy::Quarantine => DmarcPolicy::Quarantine,
             _ => DmarcPolicy::None,
         };
+        let mut policy = requested;
+        // The record as published: for `pct`, and for the aggregate report.
+        let published = match dmarc.dmarc_record() {
+            Some(_) => self.dmarc_record(dmarc.domain()).await,
+            None => None,
+        };
         if dmarc_result == AuthResult::Fail && policy != DmarcPolicy::None {
-            let pct = self.dmarc_pct(dmarc.domain()).await;
+            let pct = published.as_ref().map(|(_, r)| parse_pct(r)).unwrap_or(100);
             policy = policy.apply_pct(pct, random_percent());
         }
+        let evaluation = published.map(|(record_domain, record)| DmarcEvaluation {
+            header_from: dmarc.domain().to_string(),
+            record_domain,
+            record,
+            dkim_aligned: matches!(dmarc.dkim_result(), DmarcResult::Pass),
+            spf_aligned: matches!(dmarc.spf_result(), DmarcResult::Pass),
+            requested,
+        });
         Message {
             facts: MessageFacts { dkim: dkim_best, dmarc: dmarc_result, dmarc_domain: dmarc.domain().to_string(), dmarc_policy: policy },
             dkim: summaries,
+            dmarc: evaluation,
         }
     }
 
-    /// `pct` of the DMARC record that applies to `domain` (the domain's own,
-    /// else the nearest parent's); 100 when absent or malformed.
-    async fn dmarc_pct(&self, domain: &str) -> u8 {
+    /// The DMARC record that applies to `domain` (the domain's own, else
+    /// the nearest parent's), with the domain it was found at. Answers come
+    /// from the resolver's cache: mail-auth has just asked the same.
+    async fn dmarc_record(&self, domain: &str) -> Option<(String, String)> {
         let mut d = domain.trim_end_matches('.');
         loop {
             if let Ok(raw) = self.ma.txt_raw_lookup(format!("_dmarc.{d}.")).await {
                 let txt = String::from_utf8_lossy(&raw);
                 if txt.trim_start().starts_with("v=DMARC1") {
-                    return parse_pct(&txt);
+                    return Some((d.to_ascii_lowercase(), txt.trim().to_string()));
                 }
             }
             match d.split_once('.') {
                 Some((_, rest)) if rest.contains('.') => d = rest,
-                _ => return 100,
+                _ => return None,
             }
         }
     }

@@ -237,6 +237,24 @@ impl Config {
                 "is set, so it stays the default certificate; the ACME certificate is chosen by SNI for its names",
             );
         }
+        let r = &self.reports;
+        let secs = r.interval.as_secs();
+        f.require(
+            (3600..=7 * 86400).contains(&secs) && (86400 % secs == 0 || secs % 86400 == 0),
+            "reports.interval",
+            "must divide the day (1h, 2h, 3h, 4h, 6h, 8h, 12h, 24h) or be whole days up to 7d, so periods align to UTC midnight",
+        );
+        let sender = r.sender(&self.hostname);
+        f.require(sender.contains('@') && !sender.starts_with('@'), "reports.from", format!("`{sender}` is not an address"));
+        for (i, a) in r.receive.iter().enumerate() {
+            let local = a.rsplit_once('@').is_some_and(|(_, d)| self.local.domains.iter().any(|l| l.eq_ignore_ascii_case(d)));
+            f.require(a.contains('@'), &format!("reports.receive[{i}]"), format!("`{a}` is not an address"));
+            f.warn_if(
+                a.contains('@') && !local,
+                &format!("reports.receive[{i}]"),
+                format!("`{a}` is not in [local] domains: mail to it is not delivered here, so its reports are never read"),
+            );
+        }
         f.require(self.local.maildir.contains("{user}"), "local.maildir", "the template must contain {user}");
         f.require(
             self.store.backend != StoreBackend::Redis || !self.store.url.is_empty(),
@@ -293,6 +311,16 @@ mod tests {
             Ok(c) => c.findings().iter().map(|e| e.to_string()).collect(),
             Err(e) => vec![e.to_string()],
         }
+    }
+
+    #[test]
+    fn report_settings_are_checked_with_their_line() {
+        let e = errors("hostname = \"mx.test\"\n[local]\ndomains = [\"mx.test\"]\n[reports]\ninterval = \"7h\"\nfrom = \"nobody\"\nreceive = [\"dmarc@elsewhere.example\", \"dmarc@mx.test\"]\n");
+        assert!(e.iter().any(|e| e.starts_with("f.toml:5: reports.interval: must divide the day")), "{e:?}");
+        assert!(e.iter().any(|e| e.starts_with("f.toml:6: reports.from: `nobody` is not an address")), "{e:?}");
+        assert!(e.iter().any(|e| e.contains("reports.receive[0]: warning: `dmarc@elsewhere.example` is not in [local] domains")), "{e:?}");
+        assert!(!e.iter().any(|e| e.contains("reports.receive[1]")), "{e:?}");
+        assert!(errors("hostname = \"mx.test\"\n[reports]\ninterval = \"6h\"\n").iter().all(|e| !e.contains("reports.")));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::filters::*;
 use crate::inbound::*;
 use crate::listener::*;
 use crate::mta_sts::MtaStsConfig;
+use crate::reports::ReportsConfig;
 use crate::source::Source;
 use crate::tls::TlsConfig;
 
@@ -40,6 +41,7 @@ pub struct Config {
     pub milter_server: MilterServerConfig,
     pub mta_sts: MtaStsConfig,
     pub acme: AcmeConfig,
+    pub reports: ReportsConfig,
     pub delivery: DeliveryConfig,
     /// DKIM signing keys (`[[dkim]]`).
     pub dkim: Vec<DkimConfig>,
@@ -88,6 +90,7 @@ impl Default for Config {
             milter_server: MilterServerConfig::default(),
             mta_sts: MtaStsConfig::default(),
             acme: AcmeConfig::default(),
+            reports: ReportsConfig::default(),
             delivery: DeliveryConfig::default(),
             dkim: Vec::new(),
             store: StoreConfig::default(),

@@ -11,6 +11,7 @@
 //! - [`filters`]: `[content_filter]`, `[[milter]]`;
 //! - [`admin`]: `[metrics]`, `[policyd]`;
 //! - [`mta_sts`]: `[mta_sts]`, the policy served for our domains;
+//! - [`reports`]: `[reports]`, DMARC and TLS-RPT reports sent and received;
 //! - [`acme`]: `[acme]`, certificates obtained and renewed by mx6;
 //! - [`units`]: durations, sizes and the other value forms;
 //! - [`check`], [`error`], [`source`]: whole-file checks in one error style.
@@ -30,6 +31,7 @@ pub mod filters;
 pub mod inbound;
 pub mod listener;
 pub mod mta_sts;
+pub mod reports;
 pub mod source;
 pub mod tls;
 pub mod units;
@@ -44,5 +46,6 @@ pub use filters::*;
 pub use inbound::*;
 pub use listener::*;
 pub use mta_sts::{MtaStsConfig, StsMode};
+pub use reports::ReportsConfig;
 pub use tls::TlsConfig;
 pub use units::{parse_duration, parse_size};

@@ -8,7 +8,8 @@
 //! - [`mta_sts`]: discovering and caching a domain's MTA-STS policy;
 //! - [`tls_record`]: every TLS outcome counted for TLS-RPT;
 //! - [`trust`]: the trust anchors of verified outbound TLS;
-//! - [`mta_sts_fetch`]: fetching a domain's MTA-STS policy file.
+//! - [`mta_sts_fetch`]: fetching a domain's MTA-STS policy file;
+//! - [`report_post`]: TLS-RPT reports posted to an https: `rua`.
 #![forbid(unsafe_code)]
 
 pub mod dane;
@@ -16,6 +17,7 @@ pub mod maildir;
 pub mod mta_sts;
 pub mod mta_sts_fetch;
 pub mod remote;
+pub mod report_post;
 pub mod tls_policy;
 pub mod tls_record;
 pub mod trust;

@@ -15,6 +15,7 @@ mod logwriter;
 use commands::dkim::DkimCmd;
 use commands::firewall::{FwFamily, FwFormat};
 use commands::queue::QueueCmd;
+use commands::report::ReportCmd;
 use commands::state::StateCmd;
 use commands::support::{exit_status, load};
 use commands::user::UserCmd;
@@ -69,6 +70,12 @@ enum Cmd {
     State {
         #[command(subcommand)]
         command: StateCmd,
+    },
+    /// DMARC aggregate and TLS-RPT reports: pending ones, one as it would be
+    /// sent, send them now, and a summary of those received about our domains.
+    Report {
+        #[command(subcommand)]
+        command: ReportCmd,
     },
     /// DKIM keys.
     Dkim {
@@ -129,6 +136,7 @@ fn main() -> ExitCode {
         }
         Cmd::Queue { command } => with_config(config, |cfg| exit_status(commands::queue::run(cfg, &command))),
         Cmd::State { command } => with_config(config, |cfg| exit_status(commands::state::run(cfg, &command))),
+        Cmd::Report { command } => with_config(config, |cfg| exit_status(commands::report::run(cfg, &command))),
         Cmd::Dkim { command: DkimCmd::Keygen { domain, selector, algorithm } } => {
             with_config(config, |cfg| exit_status(commands::dkim::keygen(cfg, &domain, &selector, algorithm)))
         }

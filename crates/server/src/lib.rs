@@ -12,6 +12,7 @@
 //! - [`admin`]: metrics and the admin HTTP endpoint;
 //! - [`mta_sts_host`]: our MTA-STS policy over HTTPS (RFC 8461 §3.3);
 //! - [`acme`]: certificates ordered and renewed from an ACME server (RFC 8555);
+//! - [`reports`]: DMARC aggregate and TLS-RPT reports, sent and received;
 //! - [`users`]: the users file.
 //!
 //! `docs/architecture.md` has the layers and what each may depend on.
@@ -27,6 +28,7 @@ pub mod mta_sts_host;
 pub mod net;
 pub mod policyd;
 pub mod queue;
+pub mod reports;
 pub mod runtime;
 pub mod session;
 pub mod users;

@@ -19,6 +19,7 @@ use crate::checks::inbound::Inbound;
 use crate::checks::rate_limits::RateLimits;
 use crate::checks::reputation::Reputation;
 use crate::checks::state::{self, State};
+use crate::reports::outgoing::Reports;
 use crate::content_filter::chain::Filters;
 use crate::control::server::Control;
 use crate::net::listener::{self, Accepted, Gate};
@@ -103,7 +104,8 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     let socket = crate::control::protocol::socket_path(&cfg.data_dir);
     let control_listener = crate::control::server::bind(&socket).map_err(ServeError::Control)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let Assembled { services, control, queue, state, metrics, tls, certificates, sessions, recovery } = assemble(&cfg, stop_rx.clone())?;
+    let Assembled { services, control, queue, state, metrics, tls, certificates, sessions, recovery, reports } =
+        assemble(&cfg, stop_rx.clone())?;
     let mut tasks = Vec::new();
     if let Some(l) = admin {
         tasks.push(tokio::spawn(crate::admin::http::serve(l, metrics.clone(), stop_rx.clone())));
@@ -111,6 +113,7 @@ pub async fn serve(cfg: Config, stop: impl std::future::Future<Output = ()>) -> 
     tasks.push(tokio::spawn(crate::control::server::serve(control_listener, socket, control, stop_rx.clone())));
     tasks.push(tokio::spawn(state.clone().saver(Duration::from_secs(10), stop_rx.clone())));
     tasks.push(tokio::spawn(certificates.clone().watch(stop_rx.clone())));
+    tasks.push(tokio::spawn(reports.run(stop_rx.clone())));
     if cfg.acme.enabled() {
         let tokens = Arc::new(crate::acme::http_challenge::Tokens::default());
         for l in acme_http {
@@ -190,6 +193,8 @@ pub struct Assembled {
     pub sessions: Arc<Semaphore>,
     /// The spool's old segments, for [`QueueManager::recover`].
     pub recovery: mx6_queue::spool::Recovery,
+    /// DMARC and TLS-RPT reports to send.
+    pub reports: Arc<Reports>,
 }
 
 /// Build the services of `mx6 serve` from their config sections; `shutdown`
@@ -237,6 +242,16 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         metrics: metrics.clone(),
         destinations,
         dkim: dkim.clone(),
+        report_inboxes: cfg.reports.receive.clone(),
+    });
+    let reports = Arc::new(Reports {
+        cfg: cfg.reports.clone(),
+        hostname: cfg.hostname.clone(),
+        state: state.clone(),
+        resolver: inbound.resolver.clone(),
+        queue: queue.clone(),
+        metrics: metrics.clone(),
+        https: mx6_delivery::trust::verifying_client(&cfg.delivery.ca_file, &[b"http/1.1"]).ok(),
     });
 
     let sessions = Arc::new(Semaphore::new(cfg.limits.sessions));
@@ -264,9 +279,16 @@ pub fn assemble(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<Assembl
         shutdown,
         session_seq: AtomicU64::new(1),
         reputation,
+        dmarc_reports: cfg.reports.dmarc.then(|| crate::reports::outgoing::interval(&cfg.reports)),
     });
-    let control = Arc::new(Control { queue: queue.clone(), spool, state: state.clone(), half_life: services.reputation.half_life() });
-    Ok(Assembled { services, control, queue, state, metrics, tls, certificates, sessions, recovery })
+    let control = Arc::new(Control {
+        queue: queue.clone(),
+        spool,
+        state: state.clone(),
+        half_life: services.reputation.half_life(),
+        reports: reports.clone(),
+    });
+    Ok(Assembled { services, control, queue, state, metrics, tls, certificates, sessions, recovery, reports })
 }
 
 /// Each session needs a descriptor (two during delivery): raise the soft limit

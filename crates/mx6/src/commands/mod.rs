@@ -5,6 +5,7 @@ pub mod config;
 pub mod dkim;
 pub mod firewall;
 pub mod queue;
+pub mod report;
 pub mod serve;
 pub mod state;
 pub mod support;

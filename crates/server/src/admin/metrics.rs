@@ -28,6 +28,7 @@ pub struct Metrics {
     pub spool_free_bytes: IntGauge,
     pub dsn: IntCounterVec,
     pub tls_expiry: IntGaugeVec,
+    pub reports: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -76,6 +77,12 @@ impl Metrics {
             "mx6_delivery_tls_total",
             "Outbound sessions by the TLS policy that applied and how TLS went (success, plaintext, or an RFC 8460 result type).",
             &["family", "policy", "result"],
+        );
+        let reports = counter(
+            &r,
+            "mx6_reports_total",
+            "DMARC aggregate and TLS-RPT reports (kind dmarc, tls): generated, sent, failed, skipped (no usable destination); received reports about our domains: received, invalid.",
+            &["kind", "result"],
         );
         let delivery_attempts =
             counter(&r, "mx6_delivery_attempts_total", "Delivery attempts per recipient by result.", &["family", "result"]);
@@ -158,6 +165,7 @@ impl Metrics {
             spool_free_bytes,
             dsn,
             tls_expiry,
+            reports,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The control protocol between `mx6 queue` / `mx6 state` and a running
 //! server, over `data_dir/control.sock`: one JSON request per line, one JSON
 //! response per line, e.g. `{"op":"hold","id":"…"}`,
-//! `{"op":"state_show","parts":["2001:db8:1:2::/64"]}`.
+//! `{"op":"state_show","parts":["2001:db8:1:2::/64"]}`, `{"op":"report_flush"}`.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,14 @@ pub enum Request {
     StateClear {
         parts: Vec<String>,
     },
+    /// `mx6 report list`.
+    ReportList,
+    /// `mx6 report show ID`.
+    ReportShow {
+        id: String,
+    },
+    /// `mx6 report flush`.
+    ReportFlush,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -49,6 +57,12 @@ pub struct Response {
     /// `state_show`: entries per part, in the order asked.
     #[serde(default)]
     pub state: Vec<(String, Vec<mx6_store::Shown>)>,
+    /// `report_list`: the pending reports.
+    #[serde(default)]
+    pub reports: Vec<crate::reports::outgoing::Pending>,
+    /// `report_show`: the document.
+    #[serde(default)]
+    pub document: String,
 }
 
 impl Response {

@@ -1,6 +1,7 @@
 //! The control socket `data_dir/control.sock` (mode 0600: root and the mx6
 //! user only) served by `mx6 serve`: queue requests go to the queue
-//! registry, state requests to the state store.
+//! registry, state requests to the state store, report requests to the
+//! report sender.
 //!
 //! Defends against: oversized requests (64 KiB), unknown operations (an error
 //! response, never a panic).
@@ -25,6 +26,7 @@ pub struct Control {
     pub state: Arc<State>,
     /// Reputation half-life (ms), for showing decayed scores.
     pub half_life: u64,
+    pub reports: Arc<crate::reports::outgoing::Reports>,
 }
 
 /// Unix socket paths are limited to 108 octets (`sun_path`).
@@ -80,6 +82,12 @@ impl Control {
             Request::Release { id } => (Action::Release, Some(id)),
             Request::Delete { id } => (Action::Delete, Some(id)),
             Request::Flush => (Action::Flush, None),
+            Request::ReportFlush => {
+                return match self.reports.send(true).await {
+                    Ok(n) => Response { ok: true, affected: n, ..Default::default() },
+                    Err(e) => Response::error(e.to_string()),
+                }
+            }
             other => return self.read(other).await,
         };
         match self.queue.act(action, id.as_deref()).await {
@@ -119,7 +127,15 @@ impl Control {
             }
             Request::StateShow { parts } => self.state(parts, false).await,
             Request::StateClear { parts } => self.state(parts, true).await,
-            Request::Hold { .. } | Request::Release { .. } | Request::Delete { .. } | Request::Flush => {
+            Request::ReportList => match self.reports.list().await {
+                Ok(reports) => Response { ok: true, reports, ..Default::default() },
+                Err(e) => Response::error(e.to_string()),
+            },
+            Request::ReportShow { id } => match self.reports.show(&id).await {
+                Ok(document) => Response { ok: true, document, ..Default::default() },
+                Err(e) => Response::error(e.to_string()),
+            },
+            Request::Hold { .. } | Request::Release { .. } | Request::Delete { .. } | Request::Flush | Request::ReportFlush => {
                 Response::error("not a read request")
             }
         }

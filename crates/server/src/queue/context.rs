@@ -80,6 +80,8 @@ pub struct Ctx {
     pub dkim: Arc<Vec<DkimKey>>,
     /// `queue.delay_warning`; zero = never.
     pub delay_warning: Duration,
+    /// `[reports] receive`: local addresses whose mail is read for reports.
+    pub report_inboxes: Vec<String>,
 }
 
 impl Ctx {

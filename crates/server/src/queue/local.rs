@@ -42,6 +42,7 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     let mut retries = Vec::new();
     let mut remote = Vec::new();
     let mut corrupt = Vec::new();
+    let mut inbox = Vec::new();
     let m = &ctx.metrics;
     for JobResult { mut job, read_error, outcomes } in results {
         let family = job.client_family();
@@ -70,6 +71,11 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                         queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), to = %to, relay = "local", family,
                         delay = format!("{age:.3}"), status = "sent", file = %path.display(), "{note}"
                     );
+                    if matches!(outcome, maildir::Outcome::Delivered(_))
+                        && ctx.report_inboxes.iter().any(|a| a.eq_ignore_ascii_case(&to))
+                    {
+                        inbox.push((job.msg.id.clone(), path.clone()));
+                    }
                     if notice::wants_success(&job.msg, i) {
                         tally.successes.push(notice::succeeded(&job.msg, i, Action::Delivered, None, None, now));
                     }
@@ -109,6 +115,10 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
             // restart the Maildir file names show they are done.
             tracing::error!(error = %e, "could not record delivery outcomes");
         }
+    }
+    if !inbox.is_empty() {
+        let (dir, metrics) = (ctx.data_dir.clone(), ctx.metrics.clone());
+        tokio::task::spawn_blocking(move || crate::reports::inbox::read(&dir, &inbox, &metrics));
     }
     for (mut job, error, delays) in retries {
         notice::warn_if_delayed(ctx, &mut job, &delays).await;

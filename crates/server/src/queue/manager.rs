@@ -48,6 +48,8 @@ pub struct Start<'a> {
     pub destinations: Destinations,
     /// Keys for signing notices.
     pub dkim: Arc<Vec<mx6_auth::sign::DkimKey>>,
+    /// `[reports] receive`.
+    pub report_inboxes: Vec<String>,
 }
 
 impl QueueManager {
@@ -68,6 +70,7 @@ impl QueueManager {
             registry: registry.clone(),
             dkim: s.dkim,
             delay_warning: s.queue.delay_warning,
+            report_inboxes: s.report_inboxes,
         });
         let sem = running.clone();
         let c = ctx.clone();
@@ -94,6 +97,13 @@ impl QueueManager {
     }
 
     /// A message a session just committed (`hold`: quarantined by a milter).
+    /// Queue a message mx6 wrote (a report) for `rcpts`; its queue id.
+    pub async fn queue_generated(&self, rcpts: &[String], message: Vec<u8>) -> Result<String, mx6_queue::SpoolError> {
+        let id = mx6_queue::id::next();
+        crate::queue::generated::queue(&self.ctx, &id, rcpts, message, Default::default()).await?;
+        Ok(id)
+    }
+
     pub fn submit(&self, job: Job, hold: bool) {
         if self.registry.admit(&job.msg.id, job.loc, &job.done, hold) {
             let _ = self.tx.send(job);

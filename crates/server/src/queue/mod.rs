@@ -7,12 +7,14 @@
 //! - [`outcome`]: what an attempt means per recipient (pure);
 //! - [`notice`]: RFC 3464 delivery status notices to the sender (failures,
 //!   delay warnings, the successes asked for with DSN);
+//! - [`generated`]: messages mx6 writes itself (notices, reports), queued;
 //! - [`context`]: what they share, the job, the retry wait;
 //! - [`destinations`]: remote settings and session limits;
 //! - [`registry`]: what `mx6 queue` sees and does on the running queue.
 
 pub mod context;
 pub mod destinations;
+pub mod generated;
 pub mod local;
 pub mod manager;
 pub mod notice;

@@ -19,6 +19,7 @@ use mx6_smtp::client::ServerReply;
 use mx6_smtp::dsn::{NoticeKind, Notify};
 
 use crate::queue::context::{Ctx, Job};
+use crate::queue::generated;
 use crate::queue::outcome::Tally;
 
 /// The entries of a notice that is due: those whose recipient asked for
@@ -83,34 +84,14 @@ async fn send(ctx: &Arc<Ctx>, msg: &QueuedMessage, body: &[u8], entries: Vec<Ent
         smtputf8: msg.smtputf8,
         message: body,
     };
-    let mut report = dsn::notice(&ctx.hostname, &id, &original, &entries, now);
-    let (sigs, failed) = mx6_auth::sign::signatures(&ctx.dkim, &report);
-    for (key, e) in failed {
-        tracing::error!(queue_id = %id, domain = %key.domain, error = %e, "DKIM signing of a notice failed; sent unsigned");
-    }
-    let received = format!("Received: by {} (mx6) id {id};\r\n\t{}\r\n", ctx.hostname, chrono::Utc::now().to_rfc2822());
-    let mut full = received.into_bytes();
-    full.extend_from_slice(sigs.as_bytes());
-    full.append(&mut report);
-    let notice = QueuedMessage {
-        id: id.clone(),
-        from: String::new(),
-        rcpts: vec![ctx.destinations.route(&msg.from)],
-        received: now,
-        client: "127.0.0.1".into(),
-        helo: ctx.hostname.clone(),
-        smtputf8: msg.smtputf8,
-        // RFC 8689 §4.2.1: notices about a REQUIRETLS message obey it too.
-        requiretls: msg.requiretls,
-        ..Default::default()
-    };
-    let full = Arc::new(full);
-    match ctx.spool.append(&notice, full.clone()).await {
-        Ok(loc) => {
+    let report = dsn::notice(&ctx.hostname, &id, &original, &entries, now);
+    // RFC 8689 §4.2.1: notices about a REQUIRETLS message obey it too.
+    let flags = generated::Flags { smtputf8: msg.smtputf8, requiretls: msg.requiretls };
+    match generated::queue(ctx, &id, std::slice::from_ref(&msg.from), report, flags).await {
+        Ok(()) => {
             let rcpts: Vec<&str> = entries.iter().map(|e| e.recipient.as_str()).collect();
             tracing::info!(queue_id = %id, original = %msg.id, to = %msg.from, action = action.as_str(), rcpts = %rcpts.join(","), "delivery status notice queued");
             ctx.metrics.dsn.with_label_values(&[action.as_str()]).inc();
-            ctx.submit(Job::new(notice, loc, full));
             true
         }
         Err(e) => {

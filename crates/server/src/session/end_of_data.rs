@@ -47,6 +47,17 @@ async fn check(ctx: &mut Ctx, s: &Services, env: &Envelope) -> Result<Checked, A
     let domain = env.from.mailbox.as_ref().map(|m| m.domain.to_string());
     let client = ctx.policy_client(domain.as_deref());
     let verdict = s.inbound.policy.decide_data(&client, &facts, &txn.spf.facts, &m.facts);
+    if let Some(interval) = s.dmarc_reports {
+        if let Some((e, p)) = crate::reports::evaluations::evaluation(ctx.client, &ctx.helo, &txn.sender, &txn.spf, &m, &verdict) {
+            // Counted off the session's path: the reply does not wait on the store.
+            let state = s.state.clone();
+            tokio::spawn(async move {
+                if let Err(err) = mx6_reports::evaluation::record(state.store(), &e, &p, interval, mx6_store::now_ms()).await {
+                    tracing::warn!(domain = %p.domain, error = %err, "a DMARC evaluation was not counted for the aggregate report");
+                }
+            });
+        }
+    }
     if m.facts.dmarc == AuthResult::Fail {
         ctx.record(s, RepEvent::DmarcFail).await;
     } else if matches!(verdict, Verdict::Refuse { .. }) {

@@ -48,6 +48,9 @@ pub struct Services {
     /// Becomes true when the server stops.
     pub shutdown: watch::Receiver<bool>,
     pub(crate) session_seq: AtomicU64,
+    /// `[reports] dmarc`: DMARC evaluations are counted for aggregate
+    /// reports, in periods of this many seconds.
+    pub dmarc_reports: Option<u64>,
 }
 
 impl Services {

@@ -238,9 +238,8 @@ impl Config {
             );
         }
         let r = &self.reports;
-        let secs = r.interval.as_secs();
         f.require(
-            (3600..=7 * 86400).contains(&secs) && (86400 % secs == 0 || secs % 86400 == 0),
+            mx6_reports::period::valid(r.interval.as_secs()),
             "reports.interval",
             "must divide the day (1h, 2h, 3h, 4h, 6h, 8h, 12h, 24h) or be whole days up to 7d, so periods align to UTC midnight",
         );

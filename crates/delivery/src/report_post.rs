@@ -47,7 +47,13 @@ pub fn split_url(url: &str) -> Option<(String, u16, String)> {
 }
 
 /// POST `body` to `url`.
-pub async fn post(url: &str, body: Vec<u8>, resolver: &mx6_dns::Resolver, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Result<(), PostError> {
+pub async fn post(
+    url: &str,
+    body: Vec<u8>,
+    resolver: &mx6_dns::Resolver,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<(), PostError> {
     tokio::time::timeout(timeout, post_inner(url, body, resolver, tls)).await.map_err(|_| PostError::Timeout(timeout))?
 }
 
@@ -72,8 +78,10 @@ async fn post_inner(url: &str, body: Vec<u8>, resolver: &mx6_dns::Resolver, tls:
             }
         };
         let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| PostError::Tls(host.clone(), e.to_string()))?;
-        let stream =
-            tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await.map_err(|e| PostError::Tls(host.clone(), e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| PostError::Tls(host.clone(), e.to_string()))?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| PostError::Http(e.to_string()))?;
         let driver = tokio::spawn(conn);

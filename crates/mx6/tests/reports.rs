@@ -137,7 +137,9 @@ fn dmarc_reports_are_counted_sent_to_verified_destinations_and_read_back() {
     let s = Server::start_with_zone(
         "reports-dmarc",
         ZONE,
-        &format!("[local]\ndomains = [\"mx.test\", \"example.org\", \"reports.test\"]\n[reports]\nreceive = [\"dmarc@example.org\"]\n{RELAXED}"),
+        &format!(
+            "[local]\ndomains = [\"mx.test\", \"example.org\", \"reports.test\"]\n[reports]\nreceive = [\"dmarc@example.org\"]\n{RELAXED}"
+        ),
     );
     // Two messages from one source, one from an IPv4 source: DMARC passes
     // (aligned SPF); one from outside example.org's networks fails and is
@@ -411,4 +413,37 @@ fn tls_reports_cover_real_sessions_and_go_by_mail_and_https() {
     assert_eq!(posted["policies"][0]["summary"]["total-successful-session-count"], 2);
     assert_eq!(s.metric("mx6_reports_total{kind=\"tls\",result=\"sent\"}"), 2.0);
     assert!(s.log_has("report posted"));
+}
+
+/// Two MX nodes on one Redis count into the same rows: one report per
+/// domain and period, sent once, whichever node closes it.
+#[test]
+fn nodes_on_one_redis_add_up_into_one_report() {
+    let redis = RedisServer::start();
+    let extra = format!(
+        "[store]\nbackend = \"redis\"\nurl = \"{}\"\n[local]\ndomains = [\"mx.test\", \"example.org\", \"reports.test\"]\n{RELAXED}",
+        redis.url()
+    );
+    let a = Server::start_with_zone("reports-redis-a", ZONE, &extra);
+    let b = Server::start_with_zone("reports-redis-b", ZONE, &extra);
+    for (node, subject) in [(&a, "on-a"), (&b, "on-b"), (&b, "on-b-again")] {
+        let r = Raw::proxied_mail(node.proxy_port, "2001:db8:5:9::25", "a@example.org", "u@mx.test", &message("a@example.org", subject));
+        assert!(r.starts_with("250 "), "{r}");
+    }
+    // Either node sees the sum.
+    let on_a = list_until(&a, |v| v.iter().any(|r| r["kind"] == "dmarc" && r["count"] == 3));
+    let rep = on_a.iter().find(|r| r["kind"] == "dmarc").unwrap();
+    assert_eq!(rep["rows"], 1, "{rep}");
+    list_until(&b, |v| v.iter().any(|r| r["kind"] == "dmarc" && r["count"] == 3));
+    // Closed on one node: sent once, and gone from both.
+    let (ok, out) = report_cmd(&a, &["flush"]);
+    assert!(ok && out.contains("1 reports queued"), "{out}");
+    let (ok, out) = report_cmd(&b, &["flush"]);
+    assert!(ok && out.contains("0 reports queued"), "{out}");
+    let got = a.mail_texts("agg", "reports.test", 1);
+    assert_eq!(got.len(), 1);
+    let p = parsedmarc_json(&a.wait_mail("agg", "reports.test", 1)[0]);
+    assert_eq!(p["aggregate_reports"][0]["records"][0]["count"], 3, "{p}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(b.wait_mail("agg", "reports.test", 0).is_empty(), "the other node sent it too");
 }

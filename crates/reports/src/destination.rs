@@ -117,7 +117,10 @@ mod tests {
     fn external_destinations_are_checked() {
         assert_eq!(verification_name("example.org", "mail.example.org"), None);
         assert_eq!(verification_name("sub.example.org", "example.org"), None);
-        assert_eq!(verification_name("example.org", "reports.example.net").as_deref(), Some("example.org._report._dmarc.reports.example.net"));
+        assert_eq!(
+            verification_name("example.org", "reports.example.net").as_deref(),
+            Some("example.org._report._dmarc.reports.example.net")
+        );
         assert!(verified(&["v=DMARC1".into()]));
         assert!(!verified(&["v=spf1 -all".into()]));
     }

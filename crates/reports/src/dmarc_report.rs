@@ -109,12 +109,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 
 /// The message that carries `gz` (the compressed report) to `to`.
 pub fn message(report: &Report, reporter: &Reporter, gz: Vec<u8>, to: &[String], message_id: &str) -> Vec<u8> {
-    let subject = format!(
-        "Report Domain: {} Submitter: {} Report-ID: <{}>",
-        report.domain(),
-        reporter.submitter,
-        report.report_id()
-    );
+    let subject = format!("Report Domain: {} Submitter: {} Report-ID: <{}>", report.domain(), reporter.submitter, report.report_id());
     let text = format!(
         "DMARC aggregate report from {}\r\n\r\nReport Domain: {}\r\nSubmitter: {}\r\nReport-ID: {}\r\n",
         reporter.org_name,
@@ -203,7 +198,10 @@ mod tests {
         let gz = gzip(xml(&r, 100).as_bytes());
         let m = message(&r, &reporter(), gz, &["d@example.org".into()], "x@mx.test");
         let text = String::from_utf8_lossy(&m).replace("\r\n ", " ");
-        assert!(text.contains("Subject: Report Domain: example.org Submitter: mx.test Report-ID: <example.org.1796342400.1796428800>"), "{text}");
+        assert!(
+            text.contains("Subject: Report Domain: example.org Submitter: mx.test Report-ID: <example.org.1796342400.1796428800>"),
+            "{text}"
+        );
         assert!(text.contains("application/gzip"), "{text}");
         let back = Report::parse_rfc5322(&m, 1 << 20).unwrap();
         assert_eq!(back.domain(), "example.org");

@@ -104,8 +104,7 @@ fn pass(b: bool) -> &'static str {
 impl Evaluation {
     /// The row part of the key.
     pub fn row(&self) -> String {
-        let dkim: Vec<String> =
-            self.dkim.iter().map(|d| format!("{};{};{}", esc(&d.result), esc(&d.domain), esc(&d.selector))).collect();
+        let dkim: Vec<String> = self.dkim.iter().map(|d| format!("{};{};{}", esc(&d.result), esc(&d.domain), esc(&d.selector))).collect();
         [
             self.source_ip.to_string(),
             esc(&self.header_from),
@@ -171,18 +170,9 @@ impl Evaluation {
             row: Row {
                 source_ip: Some(self.source_ip),
                 count,
-                policy_evaluated: PolicyEvaluated {
-                    disposition,
-                    dkim: dmarc(self.dkim_aligned),
-                    spf: dmarc(self.spf_aligned),
-                    reason,
-                },
+                policy_evaluated: PolicyEvaluated { disposition, dkim: dmarc(self.dkim_aligned), spf: dmarc(self.spf_aligned), reason },
             },
-            identifiers: Identifier {
-                envelope_to: None,
-                envelope_from: self.envelope_from.clone(),
-                header_from: self.header_from.clone(),
-            },
+            identifiers: Identifier { envelope_to: None, envelope_from: self.envelope_from.clone(), header_from: self.header_from.clone() },
             auth_results: AuthResult {
                 dkim: self
                     .dkim
@@ -275,7 +265,9 @@ pub async fn periods<S: StateStore>(store: &S, now_ms: u64, open: bool) -> Resul
         }
         match out.iter_mut().find(|p| p.domain == domain && p.begin == begin && p.end == end) {
             Some(p) => p.rows.push((shown.key.clone(), eval, count)),
-            None => out.push(Period { domain: domain.to_string(), begin, end, published: None, rows: vec![(shown.key.clone(), eval, count)] }),
+            None => {
+                out.push(Period { domain: domain.to_string(), begin, end, published: None, rows: vec![(shown.key.clone(), eval, count)] })
+            }
         }
     }
     for p in &mut out {

@@ -10,14 +10,14 @@ pub const MIN: u64 = 3_600;
 
 /// Whether `secs` is an interval mx6 can align to UTC midnight.
 pub fn valid(secs: u64) -> bool {
-    (MIN..=7 * DAY).contains(&secs) && (DAY % secs == 0 || secs % DAY == 0)
+    (MIN..=7 * DAY).contains(&secs) && (DAY.is_multiple_of(secs) || secs.is_multiple_of(DAY))
 }
 
 /// The interval for a domain: ours, or its `ri` when that is shorter and
 /// divides the day.
 pub fn interval(ours: u64, ri: Option<u64>) -> u64 {
     match ri {
-        Some(ri) if ri < ours && ri >= MIN && DAY % ri == 0 => ri,
+        Some(ri) if ri < ours && ri >= MIN && DAY.is_multiple_of(ri) => ri,
         _ => ours,
     }
 }

@@ -137,7 +137,11 @@ mod tests {
         let s = summarise(
             "example.org",
             7,
-            &[r("google.com", "2001:db8:1:2::25", true, 10), r("google.com", "2001:db8:1:3::25", false, 2), r("yahoo", "192.0.2.9", false, 1)],
+            &[
+                r("google.com", "2001:db8:1:2::25", true, 10),
+                r("google.com", "2001:db8:1:3::25", false, 2),
+                r("yahoo", "192.0.2.9", false, 1),
+            ],
         );
         assert_eq!(s.dmarc.reports, 3);
         assert_eq!(s.dmarc.total, Tally { pass: 10, fail: 3 });

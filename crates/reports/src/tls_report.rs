@@ -69,11 +69,8 @@ pub async fn days<S: StateStore>(store: &S, now_ms: u64, today: &str, open: bool
         if sessions == 0 {
             continue;
         }
-        let detail = if *result != "success" {
-            store.get(&format!("tlsrpt-why{}", &shown.key["tlsrpt".len()..]), now_ms).await?
-        } else {
-            None
-        };
+        let detail =
+            if *result != "success" { store.get(&format!("tlsrpt-why{}", &shown.key["tlsrpt".len()..]), now_ms).await? } else { None };
         let c = Count {
             key: shown.key.clone(),
             policy: policy.to_string(),
@@ -133,12 +130,8 @@ pub fn build(day: &Day, reporter: &Reporter, sts_policy: Option<&str>) -> TlsRep
                     "sts" => {
                         let text = sts_policy.unwrap_or_default();
                         details.policy_string = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
-                        details.mx_host = details
-                            .policy_string
-                            .iter()
-                            .filter_map(|l| l.strip_prefix("mx:"))
-                            .map(|m| m.trim().to_string())
-                            .collect();
+                        details.mx_host =
+                            details.policy_string.iter().filter_map(|l| l.strip_prefix("mx:")).map(|m| m.trim().to_string()).collect();
                     }
                     "tlsa" => details.mx_host = vec![c.mx.clone()],
                     _ => {}
@@ -245,7 +238,11 @@ mod tests {
         let gz = crate::dmarc_report::gzip(rep.to_json().as_bytes());
         let m = message(&rep, "example.net", &r, &gz, &["tls@example.net".into()]);
         let text = String::from_utf8_lossy(&m);
-        assert!(text.contains("TLS-Report-Domain: example.net") && text.contains("report-type=\"tlsrpt\"") || text.contains("report-type=tlsrpt"), "{text}");
+        assert!(
+            text.contains("TLS-Report-Domain: example.net") && text.contains("report-type=\"tlsrpt\"")
+                || text.contains("report-type=tlsrpt"),
+            "{text}"
+        );
         assert_eq!(TlsReport::parse_rfc5322(&m, 1 << 20).unwrap().report_id, rep.report_id);
     }
 }

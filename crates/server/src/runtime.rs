@@ -19,13 +19,13 @@ use crate::checks::inbound::Inbound;
 use crate::checks::rate_limits::RateLimits;
 use crate::checks::reputation::Reputation;
 use crate::checks::state::{self, State};
-use crate::reports::outgoing::Reports;
 use crate::content_filter::chain::Filters;
 use crate::control::server::Control;
 use crate::net::listener::{self, Accepted, Gate};
 use crate::net::{privileges, tls};
 use crate::queue::destinations::Destinations;
 use crate::queue::manager::{QueueManager, Start};
+use crate::reports::outgoing::Reports;
 use crate::session::services::Services;
 use crate::users::UserDb;
 

@@ -34,7 +34,10 @@ pub enum ReportCmd {
 fn ask(cfg: &Config, req: &Request) -> anyhow::Result<Response> {
     let resp = match request(&cfg.data_dir, req) {
         Some(r) => r.map_err(|e| anyhow::anyhow!("control socket: {e}"))?,
-        None => anyhow::bail!("mx6 is not running (no {}): reports are kept and sent by the running server", cfg.data_dir.join("control.sock").display()),
+        None => anyhow::bail!(
+            "mx6 is not running (no {}): reports are kept and sent by the running server",
+            cfg.data_dir.join("control.sock").display()
+        ),
     };
     if !resp.ok {
         anyhow::bail!("{}", resp.error);

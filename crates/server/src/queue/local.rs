@@ -71,9 +71,7 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
                         queue_id = %job.msg.id, from = %format!("<{}>", job.msg.from), to = %to, relay = "local", family,
                         delay = format!("{age:.3}"), status = "sent", file = %path.display(), "{note}"
                     );
-                    if matches!(outcome, maildir::Outcome::Delivered(_))
-                        && ctx.report_inboxes.iter().any(|a| a.eq_ignore_ascii_case(&to))
-                    {
+                    if matches!(outcome, maildir::Outcome::Delivered(_)) && ctx.report_inboxes.iter().any(|a| a.eq_ignore_ascii_case(&to)) {
                         inbox.push((job.msg.id.clone(), path.clone()));
                     }
                     if notice::wants_success(&job.msg, i) {
@@ -118,7 +116,7 @@ pub async fn deliver_batch(ctx: &Arc<Ctx>, jobs: Vec<Job>) {
     }
     if !inbox.is_empty() {
         let (dir, metrics) = (ctx.data_dir.clone(), ctx.metrics.clone());
-        tokio::task::spawn_blocking(move || crate::reports::inbox::read(&dir, &inbox, &metrics));
+        tokio::task::spawn_blocking(move || crate::queue::report_inbox::read(&dir, &inbox, &metrics));
     }
     for (mut job, error, delays) in retries {
         notice::warn_if_delayed(ctx, &mut job, &delays).await;

@@ -8,6 +8,7 @@
 //! - [`notice`]: RFC 3464 delivery status notices to the sender (failures,
 //!   delay warnings, the successes asked for with DSN);
 //! - [`generated`]: messages mx6 writes itself (notices, reports), queued;
+//! - [`report_inbox`]: mail to `[reports] receive` read for the reports it holds;
 //! - [`context`]: what they share, the job, the retry wait;
 //! - [`destinations`]: remote settings and session limits;
 //! - [`registry`]: what `mx6 queue` sees and does on the running queue.
@@ -21,3 +22,4 @@ pub mod notice;
 pub mod outcome;
 pub mod registry;
 pub mod remote;
+pub mod report_inbox;

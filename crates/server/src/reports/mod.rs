@@ -3,9 +3,10 @@
 //! - [`evaluations`]: each end-of-data DMARC evaluation counted for the
 //!   aggregate reports;
 //! - [`outgoing`]: closing periods, building the reports, finding their
-//!   destinations and sending them (through the queue, or HTTPS POST);
-//! - [`inbox`]: reports about our domains, read as they are delivered.
+//!   destinations and sending them (through the queue, or HTTPS POST).
+//!
+//! Reports about our own domains are read as they are delivered, by
+//! [`crate::queue::report_inbox`].
 
 pub mod evaluations;
-pub mod inbox;
 pub mod outgoing;

@@ -54,7 +54,7 @@ pub struct Pending {
 }
 
 enum Document {
-    Dmarc { period: Period, report: Report, pct: u8 },
+    Dmarc { period: Period, report: Box<Report>, pct: u8 },
     Tls { day: Day, report: TlsReport },
 }
 
@@ -142,7 +142,7 @@ impl Reports {
                     destinations: Vec::new(),
                     skipped: Vec::new(),
                 };
-                out.push((pending, Document::Dmarc { period: p, report, pct }));
+                out.push((pending, Document::Dmarc { period: p, report: Box::new(report), pct }));
             }
         }
         if self.cfg.tls {
@@ -285,8 +285,7 @@ impl Reports {
                 tracing::warn!(kind = %p.kind, report_id = %p.id, domain = %p.domain, "report destination left out: {s}");
             }
             let mut delivered = 0;
-            let mailto: Vec<String> =
-                dests.iter().filter_map(|d| if let Uri::Mail(a) = &d.uri { Some(a.clone()) } else { None }).collect();
+            let mailto: Vec<String> = dests.iter().filter_map(|d| if let Uri::Mail(a) = &d.uri { Some(a.clone()) } else { None }).collect();
             if !mailto.is_empty() {
                 let msg = self.message(&doc, &gz, &mailto);
                 match self.queue.queue_generated(&mailto, msg).await {

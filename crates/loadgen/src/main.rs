@@ -5,7 +5,7 @@
 //! sources are the 4,096 (`--sources`) /64s of a /42 spread over its 64
 //! /48s (`--source6 2001:db8:100::/42`, routed locally: `ip -6 route add
 //! local 2001:db8:100::/42 dev lo`); `--v4-share` of the sessions come from
-//! 127.0.0.0/8 instead. Prints msg/s, the time from sending the content to
+//! 198.18.0.0/16 instead. Prints msg/s, the time from sending the content to
 //! the 250 (p50, p99), and every non-2xx reply by code.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -34,6 +34,10 @@ struct Args {
     /// Stop after this many messages in all (0: only --seconds).
     #[arg(long, default_value_t = 10_000)]
     messages: u64,
+    /// Stop after this many connections (0: no limit): with --sources,
+    /// one pass over every source (a greylisting warm-up).
+    #[arg(long, default_value_t = 0)]
+    connections: u64,
     /// Stop after this many seconds (0: only --messages).
     #[arg(long, default_value_t = 0)]
     seconds: u64,
@@ -43,7 +47,7 @@ struct Args {
     /// Distinct IPv6 /64s used.
     #[arg(long, default_value_t = 4096)]
     sources: u32,
-    /// Fraction of sessions over IPv4 (from 127.0.0.0/8).
+    /// Fraction of sessions over IPv4 (from 198.18.0.0/16).
     #[arg(long, default_value_t = 0.0)]
     v4_share: f64,
     /// A message file (headers and body, CRLF) sent as is; `{n}` in it is
@@ -53,6 +57,17 @@ struct Args {
     /// MAIL FROM address.
     #[arg(long, default_value = "bench@example.com")]
     from: String,
+    /// Senders from N domains: the session from source i sends as
+    /// `bench@s<i % N>.bench.test` the message `<i % N>.eml` of
+    /// `--message-dir` (pre-signed with that domain's DKIM key).
+    #[arg(long, default_value_t = 0)]
+    from_domains: u32,
+    #[arg(long)]
+    message_dir: Option<std::path::PathBuf>,
+    /// Fraction of messages sent to a recipient never seen before (a new
+    /// greylisting triplet).
+    #[arg(long, default_value_t = 0.0)]
+    new_share: f64,
     /// RCPT TO address.
     #[arg(long, default_value = "user@bench.test")]
     to: String,
@@ -70,13 +85,18 @@ fn source6(base: Ipv6Addr, i: u32) -> Ipv6Addr {
     Ipv6Addr::from(b | (s48 << 80) | (s64 << 64) | 1)
 }
 
+/// The i-th IPv4 source: 198.18.(i / 250).(i % 250 + 1), in the RFC 2544
+/// benchmarking range (routed locally: `ip route add local 198.18.0.0/16
+/// dev lo`). Not 127.0.0.0/8: resolvers answer its reverse names
+/// themselves (`localhost`, RFC 6761), so no source there has its own PTR.
 fn source4(i: u32) -> Ipv4Addr {
-    Ipv4Addr::new(127, 1 + ((i >> 16) & 0x3f) as u8, (i >> 8) as u8, (i as u8).max(1))
+    Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250 + 1) as u8)
 }
 
 #[derive(Default)]
 struct Stats {
     sent: AtomicU64,
+    attempts: AtomicU64,
     latencies: Mutex<Vec<u32>>,
     errors: Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -99,12 +119,20 @@ async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, line: &mut String)
     }
 }
 
-async fn session(a: &Args, i: u64, body: &[u8], stats: &Stats, stop: &AtomicBool) -> anyhow::Result<()> {
-    let v4 = a.target4.is_some() && ((i % 1000) as f64) < a.v4_share * 1000.0;
+async fn session(a: &Args, i: u64, bodies: &[Vec<u8>], stats: &Stats, stop: &AtomicBool) -> anyhow::Result<()> {
+    let source = (i % a.sources as u64) as u32;
+    let (from, body) = if a.from_domains > 0 {
+        let d = source % a.from_domains;
+        (format!("bench@s{d}.bench.test"), &bodies[d as usize % bodies.len()])
+    } else {
+        (a.from.clone(), &bodies[0])
+    };
+    // The family is the source's: source n always connects the same way.
+    let v4 = a.target4.is_some() && ((source % 1000) as f64) < a.v4_share * 1000.0;
     let (target, sock) = if v4 {
         let t = a.target4.unwrap();
         let s = TcpSocket::new_v4()?;
-        s.bind(SocketAddr::new(IpAddr::V4(source4((i % 4096) as u32)), 0))?;
+        s.bind(SocketAddr::new(IpAddr::V4(source4(source)), 0))?;
         (t, s)
     } else {
         let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
@@ -114,7 +142,7 @@ async fn session(a: &Args, i: u64, body: &[u8], stats: &Stats, stop: &AtomicBool
             // an address of it needs IPV6_FREEBIND.
             s.set_freebind_v6(true)?;
             let base: Ipv6Addr = a.source6.split('/').next().unwrap_or_default().parse()?;
-            s.bind(&SocketAddr::new(IpAddr::V6(source6(base, (i % a.sources as u64) as u32)), 0).into())?;
+            s.bind(&SocketAddr::new(IpAddr::V6(source6(base, source)), 0).into())?;
         }
         (a.target6, TcpSocket::from_std_stream(std::net::TcpStream::from(s)))
     };
@@ -134,7 +162,13 @@ async fn session(a: &Args, i: u64, body: &[u8], stats: &Stats, stop: &AtomicBool
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        for cmd in [format!("MAIL FROM:<{}>\r\n", a.from), format!("RCPT TO:<{}>\r\n", a.to), "DATA\r\n".to_string()] {
+        let n = stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let to = if a.new_share > 0.0 && ((n % 1000) as f64) < a.new_share * 1000.0 {
+            format!("new{n}.{}@bench.test", std::process::id())
+        } else {
+            a.to.clone()
+        };
+        for cmd in [format!("MAIL FROM:<{from}>\r\n"), format!("RCPT TO:<{to}>\r\n"), "DATA\r\n".to_string()] {
             w.write_all(cmd.as_bytes()).await?;
             let rep = reply(&mut r, &mut line).await?;
             if !rep.starts_with('2') && !rep.starts_with('3') {
@@ -180,14 +214,17 @@ fn pct(v: &[u32], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let mut body = match &a.message_file {
-        Some(p) => std::fs::read(p)?,
-        None => message(),
+    let mut bodies = match (&a.message_dir, &a.message_file) {
+        (Some(dir), _) => (0..a.from_domains.max(1)).map(|d| std::fs::read(dir.join(format!("{d}.eml")))).collect::<Result<Vec<_>, _>>()?,
+        (None, Some(p)) => vec![std::fs::read(p)?],
+        (None, None) => vec![message()],
     };
-    if !body.ends_with(b"\r\n") {
-        body.extend_from_slice(b"\r\n");
+    for body in &mut bodies {
+        if !body.ends_with(b"\r\n") {
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b".\r\n");
     }
-    body.extend_from_slice(b".\r\n");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -204,11 +241,14 @@ fn main() -> anyhow::Result<()> {
         }
         let mut tasks = Vec::new();
         for _ in 0..a.sessions {
-            let (a, body, stats, stop, next) = (a.clone(), body.clone(), stats.clone(), stop.clone(), next.clone());
+            let (a, bodies, stats, stop, next) = (a.clone(), bodies.clone(), stats.clone(), stop.clone(), next.clone());
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = session(&a, i, &body, &stats, &stop).await {
+                    if a.connections > 0 && i >= a.connections {
+                        break;
+                    }
+                    if let Err(e) = session(&a, i, &bodies, &stats, &stop).await {
                         stats.error(e.to_string());
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }

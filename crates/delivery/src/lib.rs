@@ -9,10 +9,12 @@
 //! - [`tls_record`]: every TLS outcome counted for TLS-RPT;
 //! - [`trust`]: the trust anchors of verified outbound TLS;
 //! - [`mta_sts_fetch`]: fetching a domain's MTA-STS policy file;
-//! - [`report_post`]: TLS-RPT reports posted to an https: `rua`.
+//! - [`report_post`]: TLS-RPT reports posted to an https: `rua`;
+//! - [`https_client`]: the HTTPS connection those two open.
 #![forbid(unsafe_code)]
 
 pub mod dane;
+pub mod https_client;
 pub mod maildir;
 pub mod mta_sts;
 pub mod mta_sts_fetch;

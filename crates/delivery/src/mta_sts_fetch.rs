@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+
+use crate::https_client::OpenError;
 
 /// RFC 8461 §3.3 suggests a limit of 64 KiB.
 pub const MAX_POLICY: usize = 64 * 1024;
@@ -55,23 +56,20 @@ pub async fn fetch(addr: SocketAddr, domain: &str, tls: Arc<rustls::ClientConfig
 
 async fn fetch_inner(addr: SocketAddr, domain: &str, tls: Arc<rustls::ClientConfig>) -> Result<String, FetchError> {
     let host = policy_host(domain);
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| FetchError::Connect(addr, e.to_string()))?;
-    let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| FetchError::Tls(host.clone(), e.to_string()))?;
-    let stream =
-        tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| FetchError::Tls(host.clone(), e.to_string()))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| FetchError::Http(e.to_string()))?;
-    let driver = tokio::spawn(conn);
+    let mut conn = crate::https_client::open(addr, &host, tls).await.map_err(|e| match e {
+        OpenError::Connect(a, e) => FetchError::Connect(a, e),
+        OpenError::Tls(h, e) => FetchError::Tls(h, e),
+        OpenError::Http(e) => FetchError::Http(e),
+    })?;
     let req = hyper::Request::get("/.well-known/mta-sts.txt")
         .header(hyper::header::HOST, host.as_str())
         .header(hyper::header::USER_AGENT, "mx6")
         .header(hyper::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|e| FetchError::Http(e.to_string()))?;
-    let resp = sender.send_request(req).await.map_err(|e| FetchError::Http(e.to_string()))?;
+    let resp = conn.sender.send_request(req).await.map_err(|e| FetchError::Http(e.to_string()))?;
     let status = resp.status();
     if !status.is_success() {
-        driver.abort();
         let location = resp
             .headers()
             .get(hyper::header::LOCATION)
@@ -80,7 +78,6 @@ async fn fetch_inner(addr: SocketAddr, domain: &str, tls: Arc<rustls::ClientConf
         return Err(FetchError::Status(status.as_u16(), location.unwrap_or_default()));
     }
     let body = Limited::new(resp.into_body(), MAX_POLICY).collect().await;
-    driver.abort();
     let body =
         body.map_err(|e| if e.is::<http_body_util::LengthLimitError>() { FetchError::TooLarge } else { FetchError::Http(e.to_string()) })?;
     String::from_utf8(body.to_bytes().to_vec()).map_err(|_| FetchError::Encoding)

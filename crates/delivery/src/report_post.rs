@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+
+use crate::https_client::OpenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -69,22 +70,15 @@ async fn post_inner(url: &str, body: Vec<u8>, resolver: &mx6_dns::Resolver, tls:
     }
     let mut last = PostError::NoAddress(host.clone());
     for ip in addrs {
-        let addr = SocketAddr::new(ip, port);
-        let tcp = match tokio::net::TcpStream::connect(addr).await {
-            Ok(t) => t,
-            Err(e) => {
-                last = PostError::Connect(addr, e.to_string());
+        let mut conn = match crate::https_client::open(SocketAddr::new(ip, port), &host, tls.clone()).await {
+            Ok(c) => c,
+            Err(OpenError::Connect(a, e)) => {
+                last = PostError::Connect(a, e);
                 continue;
             }
+            Err(OpenError::Tls(h, e)) => return Err(PostError::Tls(h, e)),
+            Err(OpenError::Http(e)) => return Err(PostError::Http(e)),
         };
-        let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| PostError::Tls(host.clone(), e.to_string()))?;
-        let stream = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| PostError::Tls(host.clone(), e.to_string()))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| PostError::Http(e.to_string()))?;
-        let driver = tokio::spawn(conn);
         let req = hyper::Request::post(path.as_str())
             .header(hyper::header::HOST, host.as_str())
             .header(hyper::header::USER_AGENT, "mx6")
@@ -92,8 +86,8 @@ async fn post_inner(url: &str, body: Vec<u8>, resolver: &mx6_dns::Resolver, tls:
             .header(hyper::header::CONNECTION, "close")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| PostError::Http(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| PostError::Http(e.to_string()));
-        let result = match resp {
+        let resp = conn.sender.send_request(req).await.map_err(|e| PostError::Http(e.to_string()));
+        return match resp {
             Ok(r) if r.status().is_success() => {
                 let _ = r.into_body().collect().await;
                 Ok(())
@@ -101,8 +95,6 @@ async fn post_inner(url: &str, body: Vec<u8>, resolver: &mx6_dns::Resolver, tls:
             Ok(r) => Err(PostError::Status(r.status().as_u16())),
             Err(e) => Err(e),
         };
-        driver.abort();
-        return result;
     }
     Err(last)
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::https::ca_and_cert;
+use common::https::{ca_and_cert, PolicyServer};
 use common::*;
 
 const RELAXED: &str = "[policy.ipv6]\nrequire_ptr = false\nrequire_fcrdns = false\nrequire_spf_or_dkim = false\n\
@@ -83,36 +83,35 @@ fn report_mail(from: &str, ct: &str, name: &str, body: &[u8], extra_headers: &st
     )
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let out = Command::new("python3")
-        .args(["-c", "import gzip,sys; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read()))"])
+/// `data` through a Python one-liner `script` (with `args`): its stdout.
+fn python(script: &str, args: &[&str], data: &[u8]) -> Vec<u8> {
+    let mut c = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(data)?;
-            c.wait_with_output()
-        })
         .unwrap();
-    out.stdout
+    c.stdin.take().unwrap().write_all(data).unwrap();
+    c.wait_with_output().unwrap().stdout
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    python("import gzip,sys; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read()))", &[], data)
+}
+
+fn gunzip(data: &[u8]) -> String {
+    String::from_utf8_lossy(&python("import gzip,sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))", &[], data))
+        .into_owned()
 }
 
 fn zip(name: &str, data: &[u8]) -> Vec<u8> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import io,sys,zipfile; b=io.BytesIO(); z=zipfile.ZipFile(b,'w',zipfile.ZIP_DEFLATED); z.writestr(sys.argv[1], sys.stdin.buffer.read()); z.close(); sys.stdout.buffer.write(b.getvalue())",
-            name,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(data)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    out.stdout
+    python(
+        "import io,sys,zipfile; b=io.BytesIO(); z=zipfile.ZipFile(b,'w',zipfile.ZIP_DEFLATED); z.writestr(sys.argv[1], sys.stdin.buffer.read()); z.close(); sys.stdout.buffer.write(b.getvalue())",
+        &[name],
+        data,
+    )
 }
 
 const YAHOO_XML: &str = r#"<?xml version="1.0"?>
@@ -272,81 +271,13 @@ fn dmarc_reports_are_counted_sent_to_verified_destinations_and_read_back() {
     assert!(out.contains("\"reports\": 0"), "{out}");
 }
 
-/// An HTTPS server on [::1] that keeps what is POSTed to it (body and
-/// content type) in its directory, with `<stem>.crt` of `dir`.
-struct PostSink {
-    child: std::process::Child,
-    port: u16,
-}
-
-const POST_SINK: &str = r#"
-import http.server, socket, ssl, sys, threading
-port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        open("posted.tmp", "wb").write(body)
-        open("posted.ct", "w").write(self.headers.get("Content-Type", "") + " " + self.path)
-        import os; os.rename("posted.tmp", "posted.gz")
-        self.send_response(201)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-class V6(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-s = V6(("::1", port), H)
-s.socket = ctx.wrap_socket(s.socket, server_side=True)
-s.serve_forever()
-"#;
-
-impl PostSink {
-    fn start(dir: &Path, stem: &str) -> PostSink {
-        let port = free_port();
-        let child = Command::new("python3")
-            .args(["-c", POST_SINK, &port.to_string(), &format!("{stem}.crt"), &format!("{stem}.key")])
-            .current_dir(dir)
-            .spawn()
-            .expect("python3");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("::1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the HTTPS sink did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        PostSink { child, port }
-    }
-}
-
-impl Drop for PostSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn gunzip(data: &[u8]) -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import gzip,sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(data)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn tls_reports_cover_real_sessions_and_go_by_mail_and_https() {
     let dir: PathBuf = std::env::temp_dir().join(format!("mx6-tlsrpt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     ca_and_cert(&dir, "sink", "tlsrpt.test", "DNS:tlsrpt.test");
-    let sink = PostSink::start(&dir, "sink");
+    let sink = PolicyServer::start(&dir, "sink", "");
     let receiver = Server::start("tlsrpt-receiver", &format!("[local]\ndomains = [\"remote.test\"]\n[relay]\nmynetworks = []\n{RELAXED}"));
     let zone = format!(
         "remote.test MX 10 mx.remote.test\nmx.remote.test AAAA ::1\nmx.remote.test A 127.0.0.1\n\

@@ -34,7 +34,7 @@ pub struct Published {
 impl Published {
     /// The value of `tag` in the record.
     pub fn tag(&self, name: &str) -> Option<&str> {
-        self.record.split(';').filter_map(|t| t.split_once('=')).find(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+        crate::destination::tag(&self.record, name)
     }
 
     /// `ri` in seconds.
@@ -225,7 +225,12 @@ fn spf_result(s: &str) -> SpfResult {
 pub async fn record<S: StateStore>(store: &S, e: &Evaluation, p: &Published, interval: u64, now_ms: u64) -> Result<(), StoreError> {
     let (begin, end) = period::containing(now_ms / 1000, period::interval(interval, p.ri()));
     let keep = (end * 1000).saturating_sub(now_ms) + KEEP_MS;
-    store.hit(&format!("dmarc|{}|{begin}|{end}|{}", p.domain, e.row()), keep, now_ms).await?;
+    let n = store.hit(&format!("dmarc|{}|{begin}|{end}|{}", p.domain, e.row()), keep, now_ms).await?;
+    // The record is written with each row's first count, not with every
+    // message: a row seen again adds one store operation, not two.
+    if n > 1 {
+        return Ok(());
+    }
     let policy = serde_json::to_string(p).unwrap_or_default();
     store.put(&format!("dmarc-policy|{}|{begin}|{end}", p.domain), &policy, now_ms, keep).await
 }

@@ -70,6 +70,8 @@ pub fn curl(dir: &Path, host: &str, port: u16, addr: &str, method: &str, path: &
 /// A plain HTTPS server (Python's `http.server` with `ssl`) on [::1] and
 /// 127.0.0.1 serving `policy.txt` of its directory as
 /// `/.well-known/mta-sts.txt` (404 for anything else), with `<stem>.crt`.
+/// What is POSTed to it is kept in its directory: the body as `posted.gz`
+/// (renamed into place once whole), `Content-Type` and path in `posted.ct`.
 pub struct PolicyServer {
     child: Option<std::process::Child>,
     pub port: u16,
@@ -77,7 +79,7 @@ pub struct PolicyServer {
 }
 
 const POLICY_SERVER: &str = r#"
-import http.server, socket, ssl, sys, threading
+import http.server, os, socket, ssl, sys, threading
 port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -90,6 +92,14 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        open("posted.tmp", "wb").write(body)
+        open("posted.ct", "w").write(self.headers.get("Content-Type", "") + " " + self.path)
+        os.rename("posted.tmp", "posted.gz")
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
     def log_message(self, *a):
         pass
 class V6(http.server.ThreadingHTTPServer):

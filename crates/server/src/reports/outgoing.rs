@@ -152,11 +152,11 @@ impl Reports {
                     Some(json) => serde_json::from_str::<mx6_delivery::mta_sts::Cached>(&json).ok().map(|c| c.text),
                     None => None,
                 };
-                let (start, end) = d.range();
+                let (day_start, end) = d.range();
                 let closed = store.get(&format!("tlsrpt-closed|{}|{}", d.domain, d.day), now).await?;
-                let start = closed.and_then(|c| c.parse::<i64>().ok()).unwrap_or(start).max(start);
+                let start = closed.and_then(|c| c.parse::<i64>().ok()).unwrap_or(day_start).max(day_start);
                 let mut report = tls_report::build(&d, &self.tls_reporter(), sts.as_deref());
-                let id = if start == d.range().0 { d.report_id() } else { format!("{}.{start}", d.report_id()) };
+                let id = if start == day_start { d.report_id() } else { format!("{}.{start}", d.report_id()) };
                 report.report_id = id.clone();
                 let end = end.min((now / 1000) as i64);
                 report.date_range = mail_auth::report::tlsrpt::DateRange::from_timestamps(start, end);

@@ -89,3 +89,69 @@ fn two_nodes_share_state_and_survive_redis_going_away() {
     let delivered = a.wait_mail("u", "mx.test", 1).len() + b.wait_mail("u", "mx.test", 1).len();
     assert_eq!(delivered, accepted);
 }
+
+/// Each stage asks Redis everything it needs in one request: a message from
+/// a stranger whose triplet has passed costs one round trip at connect
+/// (reputation, escalation flag, connection count and rate), one at MAIL
+/// (the message rates), one at RCPT (greylisting), and two writes nobody
+/// waits for: the reputation update and the connection count given back.
+#[test]
+fn one_round_trip_per_stage() {
+    let redis = RedisServer::start();
+    let extra = format!(
+        r#"[store]
+backend = "redis"
+url = "{}"
+[greylist]
+enabled = true
+delay = "1s"
+auto_allowlist = 0
+[[ratelimit]]
+what = "connections"
+prefix = "ipv6/64"
+limit = 10
+[[ratelimit]]
+what = "connection_rate"
+prefix = "ipv6/48"
+limit = 100
+window = "60s"
+[[ratelimit]]
+what = "messages"
+prefix = "ipv6/64"
+limit = 100
+window = "60s"
+[[ratelimit]]
+what = "messages"
+prefix = "ipv6/48"
+limit = 1000
+window = "60s"
+[ratelimit_escalation]
+children = 4
+[policy.ipv6]
+require_ptr = false
+require_fcrdns = false
+require_spf_or_dkim = false
+"#,
+        redis.url()
+    );
+    let s = Server::start("redis-trips", &extra);
+    let trips = || s.metric("mx6_store_requests_total{backend=\"redis\"}");
+    assert!(attempt(&s, "2001:db8:7:1::1", "t@nospf.example.com").starts_with("451 4.7.1 Greylisted"));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(attempt(&s, "2001:db8:7:1::1", "t@nospf.example.com").starts_with("250 "));
+    // The writes nobody waits for have landed once the count stops moving.
+    let settled = || {
+        let mut last = trips();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = trips();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+    let before = settled();
+    assert!(attempt(&s, "2001:db8:7:1::2", "t@nospf.example.com").starts_with("250 "));
+    assert_eq!(settled() - before, 5.0, "connect, MAIL, RCPT, the reputation update, the connection given back");
+}

@@ -40,7 +40,7 @@ pub fn exemption(policy: &InboundPolicy, c: &Client<'_>, dnswl: bool, standing: 
 }
 
 /// Timings in seconds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Times {
     pub delay: u64,
     pub retry_window: u64,

@@ -17,6 +17,7 @@ use std::time::Instant;
 use mx6_config::Config;
 use mx6_policy::ratelimit::{Kind, Standing};
 use mx6_policy::reputation::Event;
+use mx6_server::checks::connect;
 use mx6_server::checks::greylisting::{Greylisting, Presented};
 use mx6_server::checks::rate_limits::{Asker, RateLimits};
 use mx6_server::checks::reputation::Reputation;
@@ -75,15 +76,14 @@ limit = 100000000
                 for i in (t..decisions).step_by(tasks) {
                     let n = (i % 4096) as u16;
                     let ip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, n / 64, n % 64, 0, 0, 0, 1));
-                    let a = Asker { ip, standing: Standing { mynetworks: false, authenticated: false }, bad: false };
-                    let _ = rep.standing(&state, ip).await;
-                    let guard = limits.connect(&state, &a).await.expect("under the limits");
+                    let mut a = Asker { ip, standing: Standing { mynetworks: false, authenticated: false }, bad: false };
+                    let guard = connect::admit(&state, &limits, &rep, &mut a, true, false).await.limits.expect("under the limits");
                     limits.count(&state, Kind::Messages, &a).await.expect("under the limits");
                     limits.count(&state, Kind::Recipients, &a).await.expect("under the limits");
                     let sender = format!("s{}@example.com", i % 97);
                     let p = Presented { ip, spf_pass_domain: None, confirmed_name: None, sender: &sender, rcpt: "user@example.org" };
                     grey.check(&state, &p).await.expect("store answers");
-                    rep.record(&state, ip, Event::Accepted).await;
+                    rep.record(&state, ip, Event::Accepted);
                     drop(guard);
                 }
             }));

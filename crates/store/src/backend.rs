@@ -2,7 +2,7 @@
 
 use crate::embedded::Embedded;
 use crate::redis::Redis;
-use crate::state::{Outcome, Result, Shown, StateStore, Times};
+use crate::state::{Op, Outcome, Reply, Result, Shown, StateStore, Times};
 
 /// The configured backend.
 pub enum Store {
@@ -17,6 +17,15 @@ impl Store {
             Store::Redis(_) => "redis",
         }
     }
+
+    /// The live count of requests sent to a remote store (each one round
+    /// trip); `None` for the embedded store, which has no round trips.
+    pub fn request_counter(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        match self {
+            Store::Embedded(_) => None,
+            Store::Redis(r) => Some(r.request_counter()),
+        }
+    }
 }
 
 macro_rules! delegate {
@@ -29,6 +38,9 @@ macro_rules! delegate {
 }
 
 impl StateStore for Store {
+    async fn batch(&self, ops: &[Op], now: u64) -> Result<Vec<Reply>> {
+        delegate!(self, batch(ops, now))
+    }
     async fn greylist(&self, triplet: &str, client: &str, now: u64, t: &Times, auto: u64) -> Result<Outcome> {
         delegate!(self, greylist(triplet, client, now, t, auto))
     }

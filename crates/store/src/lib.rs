@@ -20,4 +20,4 @@ pub mod redis;
 pub mod state;
 
 pub use backend::Store;
-pub use state::{key_has, now_ms, Outcome, Result, Shown, StateStore, StoreError, Times};
+pub use state::{key_has, now_ms, Op, Outcome, Reply, Result, Shown, StateStore, StoreError, Times};

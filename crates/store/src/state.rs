@@ -26,8 +26,76 @@ pub struct Shown {
     pub expires_in_ms: Option<u64>,
 }
 
+/// One operation of a [`StateStore::batch`]; each is the single-operation
+/// method of the same name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Greylist { triplet: String, client: String, times: Times, auto_allowlist: u64 },
+    Hit { key: String, window: u64 },
+    Unhit { key: String },
+    Concurrent { key: String, delta: i64 },
+    ChildHit { parent: String, child: String, window: u64 },
+    SetFlag { key: String, ttl: u64 },
+    Flag { key: String },
+    Scores { keys: Vec<String>, half_life: u64 },
+    AddScore { keys: Vec<String>, delta: f64, half_life: u64, cap: f64 },
+}
+
+/// The answer to one [`Op`], in the same position.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Greylist(Outcome),
+    /// `Hit`, `ChildHit`: the count including this one.
+    Count(u64),
+    /// `Concurrent`: the new value.
+    Gauge(i64),
+    /// `Flag`: milliseconds left, if set.
+    Flag(Option<u64>),
+    Scores(Vec<f64>),
+    /// `Unhit`, `SetFlag`, `AddScore`.
+    Done,
+}
+
+impl Reply {
+    pub fn count(&self) -> u64 {
+        match self {
+            Reply::Count(n) => *n,
+            Reply::Gauge(n) => (*n).max(0) as u64,
+            _ => 0,
+        }
+    }
+}
+
 /// The operations the abuse defenses need; each is atomic.
 pub trait StateStore: Send + Sync {
+    /// Several operations in one request (one round trip to Redis): a
+    /// stage asks everything it needs at once. The answers come in the
+    /// order of `ops`; the operations run in order, and on Redis atomically
+    /// together.
+    fn batch(&self, ops: &[Op], now: u64) -> impl Future<Output = Result<Vec<Reply>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                out.push(match op {
+                    Op::Greylist { triplet, client, times, auto_allowlist } => {
+                        Reply::Greylist(self.greylist(triplet, client, now, times, *auto_allowlist).await?)
+                    }
+                    Op::Hit { key, window } => Reply::Count(self.hit(key, *window, now).await?),
+                    Op::Unhit { key } => self.unhit(key, now).await.map(|_| Reply::Done)?,
+                    Op::Concurrent { key, delta } => Reply::Gauge(self.concurrent(key, *delta, now).await?),
+                    Op::ChildHit { parent, child, window } => Reply::Count(self.child_hit(parent, child, now, *window).await?),
+                    Op::SetFlag { key, ttl } => self.set_flag(key, now, *ttl).await.map(|_| Reply::Done)?,
+                    Op::Flag { key } => Reply::Flag(self.flag(key, now).await?),
+                    Op::Scores { keys, half_life } => Reply::Scores(self.scores(keys, now, *half_life).await?),
+                    Op::AddScore { keys, delta, half_life, cap } => {
+                        self.add_score(keys, *delta, now, *half_life, *cap).await.map(|_| Reply::Done)?
+                    }
+                });
+            }
+            Ok(out)
+        }
+    }
+
     /// One greylisting attempt on `triplet` (see [`mx6_policy::greylist::step`]).
     /// `client` counts the client's triplets that passed; once it reaches
     /// `auto_allowlist` (0 = off) the client is allowlisted.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mx6_store::embedded::Embedded;
 use mx6_store::redis::Redis;
-use mx6_store::{Outcome, StateStore, Times};
+use mx6_store::{Op, Outcome, Reply, StateStore, Times};
 
 struct RedisServer(Child, u16);
 
@@ -107,9 +107,49 @@ async fn cases(s: &impl StateStore, base: u64) {
     assert_eq!(s.show("2001:db8::/48", base, 1000).await.unwrap().len(), 3, "the /48 entries stay");
 }
 
+/// A stage's questions asked at once: the answers come in order and are
+/// what the single operations give.
+async fn batch_case(s: &impl StateStore, base: u64) {
+    let p = "2001:db8:9::/64";
+    let ops = vec![
+        Op::Scores { keys: vec![format!("rep|{p}")], half_life: 1000 },
+        Op::Flag { key: "blk|2001:db8:9::/48".into() },
+        Op::Concurrent { key: format!("cc|{p}"), delta: 1 },
+        Op::Hit { key: format!("rl|connection_rate|60000|{p}"), window: 60_000 },
+        Op::Hit { key: format!("rl|connection_rate|60000|{p}"), window: 60_000 },
+        Op::Unhit { key: format!("rl|connection_rate|60000|{p}") },
+        Op::Greylist { triplet: format!("gl|{p}|a|b"), client: format!("gla|{p}"), times: T, auto_allowlist: 0 },
+        Op::AddScore { keys: vec![format!("rep|{p}")], delta: 3.0, half_life: 1000, cap: 10.0 },
+        Op::Scores { keys: vec![format!("rep|{p}"), "rep|2001:db8:9::/48".into()], half_life: 1000 },
+        Op::ChildHit { parent: "esc|2001:db8:9::/48".into(), child: p.into(), window: 10_000 },
+        Op::SetFlag { key: "blk|2001:db8:9::/48".into(), ttl: 60_000 },
+    ];
+    let answers = s.batch(&ops, base).await.unwrap();
+    assert_eq!(
+        answers,
+        vec![
+            Reply::Scores(vec![0.0]),
+            Reply::Flag(None),
+            Reply::Gauge(1),
+            Reply::Count(1),
+            Reply::Count(2),
+            Reply::Done,
+            Reply::Greylist(Outcome::New { retry_in: 1000 }),
+            Reply::Done,
+            Reply::Scores(vec![3.0, 0.0]),
+            Reply::Count(1),
+            Reply::Done,
+        ]
+    );
+    assert_eq!(s.peek(&format!("rl|connection_rate|60000|{p}"), base).await.unwrap(), 1);
+    assert!(s.flag("blk|2001:db8:9::/48", base).await.unwrap().is_some());
+    assert_eq!(s.batch(&[], base).await.unwrap(), vec![]);
+}
+
 #[tokio::test]
 async fn embedded_backend() {
     cases(&Embedded::memory(), mx6_store::now_ms()).await;
+    batch_case(&Embedded::memory(), mx6_store::now_ms()).await;
 }
 
 #[tokio::test]
@@ -117,6 +157,10 @@ async fn redis_backend() {
     let server = RedisServer::start();
     let r = Redis::new(&format!("redis://127.0.0.1:{}/0", server.1), Duration::from_secs(2)).unwrap();
     cases(&r, mx6_store::now_ms()).await;
+    // A whole batch is one request: one round trip.
+    let before = r.requests();
+    batch_case(&r, mx6_store::now_ms()).await;
+    assert_eq!(r.requests() - before, 3, "the batch, then the peek and the flag read");
     // Redis gone: errors, quickly, never a hang; back: works again.
     drop(server);
     let t = std::time::Instant::now();

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub dsn: IntCounterVec,
     pub tls_expiry: IntGaugeVec,
     pub reports: IntCounterVec,
+    pub store_requests: IntCounterVec,
+    /// Live request counts of remote stores, read into `store_requests`
+    /// when scraped.
+    store_request_sources: std::sync::Mutex<Vec<(&'static str, std::sync::Arc<std::sync::atomic::AtomicU64>)>>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -83,6 +87,12 @@ impl Metrics {
             "mx6_reports_total",
             "DMARC aggregate and TLS-RPT reports (kind dmarc, tls): generated, sent, failed, skipped (no usable destination); received reports about our domains: received, invalid.",
             &["kind", "result"],
+        );
+        let store_requests = counter(
+            &r,
+            "mx6_store_requests_total",
+            "Requests sent to a remote state store (Redis); each is one round trip, however many operations it carries.",
+            &["backend"],
         );
         let delivery_attempts =
             counter(&r, "mx6_delivery_attempts_total", "Delivery attempts per recipient by result.", &["family", "result"]);
@@ -166,7 +176,16 @@ impl Metrics {
             dsn,
             tls_expiry,
             reports,
+            store_requests,
+            store_request_sources: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Report `count`, a remote store's live request count, as
+    /// `mx6_store_requests_total{backend}`.
+    pub fn watch_store_requests(&self, backend: &'static str, count: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        self.store_requests.with_label_values(&[backend]).inc_by(0);
+        self.store_request_sources.lock().unwrap_or_else(|p| p.into_inner()).push((backend, count));
     }
 
     pub fn reject(&self, family: &str, stage: &str, reason: &str) {
@@ -182,6 +201,10 @@ impl Metrics {
 
     /// The text exposition.
     pub fn render(&self) -> String {
+        for (backend, count) in self.store_request_sources.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let c = self.store_requests.with_label_values(&[backend]);
+            c.inc_by(count.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(c.get()));
+        }
         let mut out = String::new();
         let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
         out

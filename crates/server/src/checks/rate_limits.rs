@@ -8,6 +8,9 @@
 //! - at MAIL and RCPT: messages and recipients (451 4.7.1);
 //! - at AUTH: failed attempts (454 4.7.0 once over).
 //!
+//! Each stage asks all its questions of the store in one request
+//! ([`Plan`]): one round trip to Redis however many rules apply.
+//!
 //! Every hit is counted in `mx6_ratelimit_hits_total{family,limit,prefix_len}`
 //! and logged with the prefix that decided; it also marks the client's /64
 //! (/32) as a limited child of its /48 (/24), and when `children` distinct
@@ -21,6 +24,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use mx6_policy::prefix::Family;
 use mx6_policy::ratelimit::{Escalation, Kind, Rule, Standing};
+use mx6_store::{Op, Reply};
 
 use crate::admin::metrics::Metrics;
 use crate::checks::state::{State, Unavailable};
@@ -71,6 +75,10 @@ pub struct ConnGuard {
     keys: Vec<String>,
 }
 
+fn release_ops(keys: Vec<String>) -> Vec<Op> {
+    keys.into_iter().map(|key| Op::Concurrent { key, delta: -1 }).collect()
+}
+
 impl ConnGuard {
     pub fn none() -> ConnGuard {
         ConnGuard { state: None, keys: Vec::new() }
@@ -79,11 +87,8 @@ impl ConnGuard {
     /// Give the counts back now (a refused connection), so the next
     /// connection from the prefix never sees them.
     async fn release(mut self) {
-        if let Some(state) = self.state.take() {
-            let now = mx6_store::now_ms();
-            for k in std::mem::take(&mut self.keys) {
-                let _ = state.concurrent(&k, -1, now).await;
-            }
+        if let (Some(state), false) = (self.state.take(), self.keys.is_empty()) {
+            let _ = state.batch(&release_ops(std::mem::take(&mut self.keys)), mx6_store::now_ms()).await;
         }
     }
 }
@@ -91,13 +96,10 @@ impl ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         if let (Some(state), false) = (self.state.take(), self.keys.is_empty()) {
-            let keys = std::mem::take(&mut self.keys);
+            let ops = release_ops(std::mem::take(&mut self.keys));
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let now = mx6_store::now_ms();
-                    for k in keys {
-                        let _ = state.concurrent(&k, -1, now).await;
-                    }
+                    let _ = state.batch(&ops, mx6_store::now_ms()).await;
                 });
             }
         }
@@ -112,13 +114,50 @@ fn block_key(agg: &IpNet) -> String {
     format!("blk|{agg}")
 }
 
+/// What one answer of a [`Plan`] decides.
+#[derive(Debug, Clone)]
+enum Ask {
+    /// Whether the aggregate is escalated.
+    Escalation(IpNet),
+    /// A rule's count (or concurrency gauge) on its prefix.
+    Limit(usize, IpNet),
+}
+
+/// The questions of one stage, asked of the store in one request
+/// ([`State::batch`]), and what each answer decides. Callers may add
+/// their own operations after [`Plan::len`] (the reputation read at connect).
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    /// Each decision and the position of its answer in `ops`.
+    asks: Vec<(Ask, usize)>,
+    /// Concurrency gauges counted up; a guard gives them back.
+    held: Vec<String>,
+    len: usize,
+}
+
+impl Plan {
+    /// How many of `ops` are the plan's own.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 impl RateLimits {
     pub fn new(rules: Vec<Rule>, escalation: Escalation, bad_limit_factor: f64, metrics: Arc<Metrics>) -> RateLimits {
         RateLimits { rules, escalation, bad_limit_factor, metrics }
     }
 
-    fn applicable<'a>(&'a self, kind: Kind, a: &'a Asker) -> impl Iterator<Item = (&'a Rule, IpNet)> + 'a {
-        self.rules.iter().filter(move |r| r.kind == kind).filter_map(move |r| r.key(a.ip, a.standing).map(|p| (r, p)))
+    fn applicable<'a>(&'a self, kind: Kind, a: &'a Asker) -> impl Iterator<Item = (usize, &'a Rule, IpNet)> + 'a {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| r.kind == kind)
+            .filter_map(move |(i, r)| r.key(a.ip, a.standing).map(|p| (i, r, p)))
     }
 
     /// Whether any rule of `kind` could apply (no store access otherwise).
@@ -126,44 +165,73 @@ impl RateLimits {
         self.applicable(kind, a).next().is_some()
     }
 
-    /// The connect-time checks. On success the returned guard holds the
-    /// concurrent-connection counts until the session ends.
-    pub async fn connect(&self, state: &Arc<State>, a: &Asker) -> Result<ConnGuard, Stop> {
-        if let Some(hit) = self.escalated(state, a).await? {
-            return Err(self.hit(state, a, hit).await);
+    /// The questions for `kinds`, with the escalation flag first when
+    /// `escalation`: concurrent connections count up a gauge (each prefix
+    /// once, however many rules share its level), every other kind counts
+    /// an event in its rule's window.
+    fn plan(&self, a: &Asker, kinds: &[Kind], escalation: bool) -> Plan {
+        let mut p = Plan::default();
+        if escalation && self.escalation.enabled() && !a.standing.mynetworks && self.rules.iter().any(|r| r.scope.covers(a.standing)) {
+            let (agg, _) = self.escalation.prefixes(a.ip);
+            p.asks.push((Ask::Escalation(agg), p.ops.len()));
+            p.ops.push(Op::Flag { key: block_key(&agg) });
         }
-        let now = mx6_store::now_ms();
-        let mut guard = ConnGuard { state: Some(state.clone()), keys: Vec::new() };
-        let mut first: Option<Hit> = None;
-        // Each prefix is counted once, even when several rules share its level.
-        let mut counts: Vec<(String, i64)> = Vec::new();
-        for (r, p) in self.applicable(Kind::Connections, a) {
-            let key = format!("cc|{p}");
-            let n = match counts.iter().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n,
-                None => match state.concurrent(&key, 1, now).await {
-                    Ok(n) => {
-                        guard.keys.push(key.clone());
-                        counts.push((key, n));
-                        n
+        for &kind in kinds {
+            for (i, r, prefix) in self.applicable(kind, a) {
+                let op = if kind == Kind::Connections {
+                    let key = format!("cc|{prefix}");
+                    if let Some(at) = p.ops.iter().position(|o| matches!(o, Op::Concurrent { key: k, .. } if *k == key)) {
+                        p.asks.push((Ask::Limit(i, prefix), at));
+                        continue;
                     }
-                    Err(e) => {
-                        guard.release().await;
-                        return Err(e.into());
-                    }
-                },
-            };
-            let max = r.limit_for(a.bad, self.bad_limit_factor);
-            if n as u64 > max && first.is_none() {
-                first = Some(Hit { limit: r.kind.as_str(), prefix: p, count: n as u64, max, tarpit: r.tarpit });
+                    p.held.push(key.clone());
+                    Op::Concurrent { key, delta: 1 }
+                } else {
+                    Op::Hit { key: rate_key(r, &prefix), window: r.window.as_millis() as u64 }
+                };
+                p.asks.push((Ask::Limit(i, prefix), p.ops.len()));
+                p.ops.push(op);
             }
         }
-        if first.is_none() {
-            match self.count_rules(state, Kind::ConnectionRate, a, now).await {
-                Ok(h) => first = h,
-                Err(e) => {
-                    guard.release().await;
-                    return Err(e.into());
+        p.len = p.ops.len();
+        p
+    }
+
+    /// The connect-time questions: an escalated aggregate, concurrent
+    /// connections, the connection rate and, on an implicit-TLS listener
+    /// (`tls`), the TLS session rate. Ask them with [`State::batch`] (with
+    /// anything else the stage needs appended) and give the answers to
+    /// [`RateLimits::judge`].
+    pub fn connect_plan(&self, a: &Asker, tls: bool) -> Plan {
+        let kinds: &[Kind] =
+            if tls { &[Kind::Connections, Kind::ConnectionRate, Kind::TlsSessions] } else { &[Kind::Connections, Kind::ConnectionRate] };
+        self.plan(a, kinds, true)
+    }
+
+    /// Decide on a plan's answers. On success the returned guard holds the
+    /// concurrent-connection counts until the session ends; on a refusal
+    /// they are given back at once. Every question was asked, so a refused
+    /// connection still counts against the connection rate (as Postfix's
+    /// anvil counts it).
+    pub async fn judge(&self, state: &Arc<State>, a: &Asker, plan: Plan, answers: &[Reply]) -> Result<ConnGuard, Stop> {
+        let guard = ConnGuard { state: Some(state.clone()), keys: plan.held };
+        let mut first: Option<Hit> = None;
+        for (ask, at) in &plan.asks {
+            let answer = answers.get(*at);
+            match ask {
+                Ask::Escalation(agg) => {
+                    if let Some(Reply::Flag(Some(_))) = answer {
+                        first = Some(Hit { limit: "escalation", prefix: *agg, count: 0, max: 0, tarpit: Duration::ZERO });
+                        break;
+                    }
+                }
+                Ask::Limit(i, prefix) => {
+                    let r = &self.rules[*i];
+                    let n = answer.map(Reply::count).unwrap_or(0);
+                    let max = r.limit_for(a.bad, self.bad_limit_factor);
+                    if n > max && first.is_none() {
+                        first = Some(Hit { limit: r.kind.as_str(), prefix: *prefix, count: n, max, tarpit: r.tarpit });
+                    }
                 }
             }
         }
@@ -179,65 +247,32 @@ impl RateLimits {
     /// The connect-time checks without the concurrency count, for a caller
     /// that never hears when a connection ends (`mx6 policyd` at Postfix's
     /// CONNECT state): an escalated aggregate, then the connection rate.
-    pub async fn connect_rate(&self, state: &State, a: &Asker) -> Result<(), Stop> {
-        if let Some(hit) = self.escalated(state, a).await? {
-            return Err(self.hit(state, a, hit).await);
-        }
-        self.count(state, Kind::ConnectionRate, a).await
+    pub async fn connect_rate(&self, state: &Arc<State>, a: &Asker) -> Result<(), Stop> {
+        self.ask(state, a, self.plan(a, &[Kind::ConnectionRate], true)).await
     }
 
     /// Count one event of `kind` (messages, recipients, tls_sessions,
-    /// auth_failures) and say whether a limit is now exceeded.
-    pub async fn count(&self, state: &State, kind: Kind, a: &Asker) -> Result<(), Stop> {
-        if !self.any(kind, a) {
+    /// auth_failures) on every rule's prefix, in one request, and say
+    /// whether a limit is now exceeded.
+    pub async fn count(&self, state: &Arc<State>, kind: Kind, a: &Asker) -> Result<(), Stop> {
+        self.ask(state, a, self.plan(a, &[kind], false)).await
+    }
+
+    async fn ask(&self, state: &Arc<State>, a: &Asker, plan: Plan) -> Result<(), Stop> {
+        if plan.is_empty() {
             return Ok(());
         }
-        match self.count_rules(state, kind, a, mx6_store::now_ms()).await? {
-            Some(hit) => Err(self.hit(state, a, hit).await),
-            None => Ok(()),
-        }
+        let answers = state.batch(&plan.ops, mx6_store::now_ms()).await?;
+        self.judge(state, a, plan, &answers).await.map(|_| ())
     }
 
     /// Take back one count of `kind` (an AUTH attempt, counted before its
     /// password was checked, that succeeded).
     pub async fn uncount(&self, state: &State, kind: Kind, a: &Asker) {
-        let now = mx6_store::now_ms();
-        for (r, p) in self.applicable(kind, a) {
-            let _ = state.unhit(&rate_key(r, &p), now).await;
+        let ops: Vec<Op> = self.applicable(kind, a).map(|(_, r, p)| Op::Unhit { key: rate_key(r, &p) }).collect();
+        if !ops.is_empty() {
+            let _ = state.batch(&ops, mx6_store::now_ms()).await;
         }
-    }
-
-    async fn count_rules(&self, state: &State, kind: Kind, a: &Asker, now: u64) -> Result<Option<Hit>, Unavailable> {
-        let mut first = None;
-        for (r, p) in self.applicable(kind, a) {
-            let n = state.hit(&rate_key(r, &p), r.window.as_millis() as u64, now).await?;
-            let max = r.limit_for(a.bad, self.bad_limit_factor);
-            if n > max && first.is_none() {
-                first = Some(Hit { limit: r.kind.as_str(), prefix: p, count: n, max, tarpit: r.tarpit });
-            }
-        }
-        Ok(first)
-    }
-
-    /// The client's aggregate, when it is escalated (never for mynetworks:
-    /// the operator's own networks are not blocked, nor made to depend on
-    /// the store).
-    async fn escalated(&self, state: &State, a: &Asker) -> Result<Option<Hit>, Unavailable> {
-        if !self.escalation.enabled() || a.standing.mynetworks || !self.any_rule_covers(a) {
-            return Ok(None);
-        }
-        let (agg, _) = self.escalation.prefixes(a.ip);
-        Ok(state.flag(&block_key(&agg), mx6_store::now_ms()).await?.map(|_| Hit {
-            limit: "escalation",
-            prefix: agg,
-            count: 0,
-            max: 0,
-            tarpit: Duration::ZERO,
-        }))
-    }
-
-    fn any_rule_covers(&self, a: &Asker) -> bool {
-        self.rules.iter().any(|r| r.scope.covers(a.standing))
     }
 
     /// Count, log and escalate a hit; returns it as the stop reason.

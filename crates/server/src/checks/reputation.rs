@@ -7,11 +7,13 @@
 //! neutral.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use mx6_policy::prefix::Level;
 use mx6_policy::reputation::{standing, Event, Standing, Thresholds};
 
 use mx6_config::ReputationConfig;
+use mx6_store::{Op, Reply};
 
 use crate::checks::state::State;
 
@@ -56,21 +58,37 @@ impl Reputation {
         self.prefixes(ip).iter().map(key).collect()
     }
 
-    /// The client's standing and its scores (finest level first).
-    pub async fn standing(&self, state: &State, ip: IpAddr) -> (Standing, Vec<f64>) {
-        if !self.enabled {
-            return (Standing::Neutral, Vec::new());
-        }
-        match state.scores(&self.keys(ip), mx6_store::now_ms(), self.half_life).await {
-            Ok(s) => (standing(&s, self.thresholds), s),
-            Err(_) => (Standing::Neutral, Vec::new()),
+    /// The read of the client's scores, to ask with the other connect-time
+    /// questions (`None` when reputation is off).
+    pub fn read(&self, ip: IpAddr) -> Option<Op> {
+        self.enabled.then(|| Op::Scores { keys: self.keys(ip), half_life: self.half_life })
+    }
+
+    /// The client's standing and its scores (finest level first) from the
+    /// answer to [`Reputation::read`]; neutral when there is none (off, or
+    /// the store failed).
+    pub fn standing(&self, answer: Option<&Reply>) -> (Standing, Vec<f64>) {
+        match answer {
+            Some(Reply::Scores(s)) => (standing(s, self.thresholds), s.clone()),
+            _ => (Standing::Neutral, Vec::new()),
         }
     }
 
-    /// Record an outcome on every level of the client.
-    pub async fn record(&self, state: &State, ip: IpAddr, ev: Event) {
+    /// The client's standing, asked alone (`mx6 policyd`, `mx6 milter`).
+    pub async fn lookup(&self, state: &State, ip: IpAddr) -> (Standing, Vec<f64>) {
+        let Some(op) = self.read(ip) else { return (Standing::Neutral, Vec::new()) };
+        let answers = state.batch(std::slice::from_ref(&op), mx6_store::now_ms()).await.ok();
+        self.standing(answers.as_ref().and_then(|a| a.first()))
+    }
+
+    /// Record an outcome on every level of the client. The write is sent
+    /// off the session's path: nothing waits for its answer.
+    pub fn record(&self, state: &Arc<State>, ip: IpAddr, ev: Event) {
         if self.enabled {
-            let _ = state.add_score(&self.keys(ip), ev.weight(), mx6_store::now_ms(), self.half_life, CAP).await;
+            let (state, keys, half_life) = (state.clone(), self.keys(ip), self.half_life);
+            tokio::spawn(async move {
+                let _ = state.add_score(&keys, ev.weight(), mx6_store::now_ms(), half_life, CAP).await;
+            });
         }
     }
 }

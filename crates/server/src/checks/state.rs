@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mx6_store::embedded::Embedded;
-use mx6_store::{Outcome, Shown, StateStore, Store, Times};
+use mx6_store::{Op, Outcome, Reply, Shown, StateStore, Store, Times};
 
 use mx6_config::{FailMode, GreylistConfig, StoreBackend, StoreConfig};
 use mx6_policy::prefix::Level;
@@ -95,6 +95,9 @@ impl State {
         for mode in ["open", "tempfail"] {
             metrics.store_failures.with_label_values(&[store.backend(), mode]).inc_by(0);
         }
+        if let Some(count) = store.request_counter() {
+            metrics.watch_store_requests(store.backend(), count);
+        }
         Ok(State { store, fallback, mode: cfg.on_failure, metrics, last_log: Mutex::new(None) })
     }
 
@@ -145,6 +148,10 @@ impl State {
         }
     }
 
+    /// Several operations in one request (see [`StateStore::batch`]).
+    pub async fn batch(&self, ops: &[Op], now: u64) -> Result<Vec<Reply>, Unavailable> {
+        via!(self, batch(ops, now))
+    }
     pub async fn greylist(&self, triplet: &str, client: &str, now: u64, t: &Times, auto: u64) -> Result<Outcome, Unavailable> {
         via!(self, greylist(triplet, client, now, t, auto))
     }

@@ -115,9 +115,9 @@ impl Judge {
                 let m = self.inbound.auth.message(message, &txn.spf).await;
                 let verdict = self.inbound.policy.decide_data(&who.client(), facts, &txn.spf.facts, &m.facts);
                 if m.facts.dmarc == AuthResult::Fail {
-                    self.record(who, RepEvent::DmarcFail).await;
+                    self.record(who, RepEvent::DmarcFail);
                 } else if matches!(verdict, Verdict::Refuse { .. }) {
-                    self.record(who, RepEvent::Refused).await;
+                    self.record(who, RepEvent::Refused);
                 }
                 match verdict {
                     Verdict::Refuse { reason, reply } => {
@@ -170,7 +170,7 @@ impl Judge {
             }
         }
         if tracked {
-            self.record(who, RepEvent::Accepted).await;
+            self.record(who, RepEvent::Accepted);
         }
         self.metrics.messages_accepted.with_label_values(&[who.family(), "milter"]).inc();
         tracing::info!(
@@ -180,15 +180,15 @@ impl Judge {
         Ok(mods)
     }
 
-    async fn record(&self, who: &Sender, ev: RepEvent) {
+    fn record(&self, who: &Sender, ev: RepEvent) {
         if !(who.auth_user.is_some() || who.mynetworks) {
-            self.reputation.record(&self.state, who.ip, ev).await;
+            self.reputation.record(&self.state, who.ip, ev);
         }
     }
 
     async fn client_field(&self, who: &Sender, facts: Option<&ClientFacts>) -> String {
         let (agg, prefix) = self.escalation.prefixes(who.ip);
-        let (standing, scores) = self.reputation.standing(&self.state, who.ip).await;
+        let (standing, scores) = self.reputation.lookup(&self.state, who.ip).await;
         let (iprev, ptr) = match facts {
             Some(f) => (f.iprev.as_str(), f.confirmed_name.as_deref().or(f.ptr_names.first().map(|s| s.as_str())).unwrap_or("none")),
             None => ("none", "none"),

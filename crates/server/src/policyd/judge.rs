@@ -82,7 +82,7 @@ pub async fn decide(judge: &Judge, req: &Request, last: &mut Option<Message>) ->
                 if state == "END-OF-MESSAGE" {
                     if let Some(ip) = client_ip(req) {
                         if tracked(judge, req, ip) {
-                            judge.reputation.record(&judge.state, ip, RepEvent::Accepted).await;
+                            judge.reputation.record(&judge.state, ip, RepEvent::Accepted);
                         }
                     }
                 }
@@ -136,7 +136,7 @@ async fn limits(judge: &Judge, req: &Request, state: &str) -> Option<String> {
     let standing = Standing { mynetworks, authenticated: !get(req, "sasl_username").is_empty() };
     let mut asker = Asker { ip, standing, bad: false };
     if kind.is_none_or(|k| judge.rate_limits.any(k, &asker)) && tracked(judge, req, ip) {
-        asker.bad = judge.reputation.standing(&judge.state, ip).await.0 == RepStanding::Bad;
+        asker.bad = judge.reputation.lookup(&judge.state, ip).await.0 == RepStanding::Bad;
     }
     let r = match kind {
         None => judge.rate_limits.connect_rate(&judge.state, &asker).await,
@@ -158,7 +158,7 @@ async fn limits(judge: &Judge, req: &Request, state: &str) -> Option<String> {
                 "policyd: {}", reply.text()
             );
             if tracked(judge, req, ip) {
-                judge.reputation.record(&judge.state, ip, RepEvent::RateLimited).await;
+                judge.reputation.record(&judge.state, ip, RepEvent::RateLimited);
             }
             if !hit.tarpit.is_zero() {
                 tokio::time::sleep(hit.tarpit).await;
@@ -184,7 +184,7 @@ async fn greylist(judge: &Judge, req: &Request, m: &Message) -> Option<String> {
         return None;
     }
     let family = mx6_policy::Family::of(ip).as_str();
-    let (standing, _) = judge.reputation.standing(&judge.state, ip).await;
+    let (standing, _) = judge.reputation.lookup(&judge.state, ip).await;
     if let Some(why) = greylist::exemption(&judge.inbound.policy, &client, m.dnswl, standing) {
         tracing::info!(client = %ip, family, result = "allowlisted", why, sender, recipient = get("recipient"), "policyd greylist");
         return None;
@@ -201,7 +201,7 @@ async fn greylist(judge: &Judge, req: &Request, m: &Message) -> Option<String> {
             tracing::info!(client = %ip, family, result = outcome.as_str(), identity = %identity, sender, recipient = get("recipient"), "policyd greylist");
             judge.metrics.greylist.with_label_values(&[family, outcome.as_str()]).inc();
             if outcome == (mx6_store::Outcome::Passed { first: true }) {
-                judge.reputation.record(&judge.state, ip, RepEvent::GreylistPassed).await;
+                judge.reputation.record(&judge.state, ip, RepEvent::GreylistPassed);
             }
             let refusal = Greylisting::refusal(outcome);
             if refusal.is_some() {
@@ -257,7 +257,7 @@ async fn judge_message<'a>(judge: &Judge, req: &Request, last: &'a mut Option<Me
                 tracing::info!(client = %ip, family, reason, sender, "policyd: {}", reply.text());
                 judge.metrics.reject(family, &state.to_ascii_lowercase(), reason);
                 if !client.authenticated && !client.mynetworks {
-                    judge.reputation.record(&judge.state, ip, RepEvent::Refused).await;
+                    judge.reputation.record(&judge.state, ip, RepEvent::Refused);
                 }
                 let verb = if reply.is_permanent() { "REJECT" } else { "DEFER_IF_PERMIT" };
                 format!("{verb} {} {}", reply.status, reply.text())

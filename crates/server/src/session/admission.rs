@@ -1,10 +1,10 @@
 //! Before the greeting: the client's reputation standing, escalation,
 //! connection limits (and, on an implicit-TLS listener, the TLS session
-//! rate), then the early-talker test ([`crate::session::pregreet`]).
+//! rate), asked of the state store in one request, then the early-talker
+//! test ([`crate::session::pregreet`]).
 
 use mx6_config::{ListenerKind, PregreetAction};
-use mx6_policy::ratelimit::Kind;
-use mx6_policy::reputation::{Event as RepEvent, Standing as RepStanding};
+use mx6_policy::reputation::Event as RepEvent;
 use mx6_smtp::reply;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -23,14 +23,11 @@ pub async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     kind: ListenerKind,
 ) -> Option<(ConnGuard, Vec<u8>)> {
-    if ctx.tracked {
-        let (standing, scores) = s.reputation.standing(&s.state, ctx.client).await;
-        ctx.reputation = standing;
-        ctx.rep_scores = scores;
-        ctx.asker.bad = standing == RepStanding::Bad;
-    }
+    let a = crate::checks::connect::admit(&s.state, &s.rate_limits, &s.reputation, &mut ctx.asker, ctx.tracked, conn.is_tls()).await;
+    ctx.reputation = a.standing;
+    ctx.rep_scores = a.scores;
     let hostname = s.hostname.as_str();
-    let guard = match s.rate_limits.connect(&s.state, &ctx.asker).await {
+    let guard = match a.limits {
         Ok(g) => g,
         Err(stop) => {
             let r = ctx.stopped(s, "connect", stop, |p| reply::rate_limited_connect(hostname, p)).await;
@@ -38,13 +35,6 @@ pub async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
-    if conn.is_tls() {
-        if let Err(stop) = s.rate_limits.count(&s.state, Kind::TlsSessions, &ctx.asker).await {
-            let r = ctx.stopped(s, "connect", stop, |p| reply::rate_limited_connect(hostname, p)).await;
-            let _ = conn.write_all(&r.to_bytes()).await;
-            return None;
-        }
-    }
     let p = &s.pregreet;
     if p.wait.is_zero() || kind != ListenerKind::Smtp || ctx.mynetworks {
         return Some((guard, Vec::new()));
@@ -54,7 +44,7 @@ pub async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
         Pregreet::Gone => None,
         Pregreet::Talked(bytes) => {
             let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).escape_debug().to_string();
-            ctx.record(s, RepEvent::EarlyTalker).await;
+            ctx.record(s, RepEvent::EarlyTalker);
             if p.action == PregreetAction::Refuse {
                 ctx.rejected(s, "connect", "early_talker", format_args!("spoke before the greeting ended: \"{shown}\""));
                 let _ = conn.write_all(&reply::early_talker().to_bytes()).await;

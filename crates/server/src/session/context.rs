@@ -88,9 +88,9 @@ impl Ctx {
     }
 
     /// Count an outcome against the client's reputation (port-25 strangers only).
-    pub async fn record(&self, s: &Services, ev: RepEvent) {
+    pub fn record(&self, s: &Services, ev: RepEvent) {
         if self.tracked {
-            s.reputation.record(&s.state, self.client, ev).await;
+            s.reputation.record(&s.state, self.client, ev);
         }
     }
 
@@ -106,7 +106,7 @@ impl Ctx {
                     "rate_limited",
                     format_args!("{} limit={} prefix={} count={} max={}", r.text(), hit.limit, hit.prefix, hit.count, hit.max),
                 );
-                self.record(s, RepEvent::RateLimited).await;
+                self.record(s, RepEvent::RateLimited);
                 if !hit.tarpit.is_zero() {
                     tokio::time::sleep(hit.tarpit).await;
                 }

@@ -28,7 +28,7 @@ pub async fn message(ctx: &mut Ctx, s: &Services, env: Envelope) -> Answer {
     let r = store(ctx, s, env, checked).await;
     if matches!(r, Answer::Queued(_)) {
         ctx.messages += 1;
-        ctx.record(s, RepEvent::Accepted).await;
+        ctx.record(s, RepEvent::Accepted);
     }
     r
 }
@@ -59,9 +59,9 @@ async fn check(ctx: &mut Ctx, s: &Services, env: &Envelope) -> Result<Checked, A
         }
     }
     if m.facts.dmarc == AuthResult::Fail {
-        ctx.record(s, RepEvent::DmarcFail).await;
+        ctx.record(s, RepEvent::DmarcFail);
     } else if matches!(verdict, Verdict::Refuse { .. }) {
-        ctx.record(s, RepEvent::Refused).await;
+        ctx.record(s, RepEvent::Refused);
     }
     let junk = match verdict {
         Verdict::Refuse { reason, reply } => {
@@ -129,7 +129,7 @@ async fn store(ctx: &mut Ctx, s: &Services, mut env: Envelope, checked: Checked)
             FilterVerdict::Refuse { reply, reason, by } => {
                 ctx.rejected(s, "data", reason, format_args!("{} by {by} queue_id={id}", reply.text()));
                 if reason == "spam" || reason == "milter_reject" {
-                    ctx.record(s, RepEvent::Refused).await;
+                    ctx.record(s, RepEvent::Refused);
                 }
                 return if reply.code == 421 { Answer::Close(reply) } else { Answer::Reject(reply) };
             }

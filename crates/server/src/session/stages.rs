@@ -104,7 +104,7 @@ async fn mail_checks(ctx: &mut Ctx, s: &Services, from: &Path, params: &MailPara
         Verdict::Refuse { reason, reply } => {
             let spf = txn.as_ref().map(|t| t.spf.facts.result.as_str()).unwrap_or("none");
             ctx.rejected(s, "mail", reason, format_args!("{} from=<{sender}> iprev={} spf={spf}", reply.text(), facts.iprev.as_str()));
-            ctx.record(s, RepEvent::Refused).await;
+            ctx.record(s, RepEvent::Refused);
             Answer::Reject(reply)
         }
         _ => {
@@ -132,7 +132,7 @@ pub async fn rcpt(ctx: &mut Ctx, s: &Services, to: Mailbox, from: Path, dsn: &mx
         RecipientVerdict::Reject { reason, reply } => {
             ctx.rejected(s, "rcpt", reason, format_args!("{} from={from} to=<{to}>", reply.text()));
             if matches!(reason, "relay_denied" | "unknown_user") {
-                ctx.record(s, RepEvent::Refused).await;
+                ctx.record(s, RepEvent::Refused);
             }
             Answer::Reject(reply)
         }
@@ -176,7 +176,7 @@ async fn greylist_rcpt(ctx: &mut Ctx, s: &Services, rcpt: &str, from: &Path) -> 
                 return Some(r);
             }
             if outcome == (mx6_store::Outcome::Passed { first: true }) {
-                ctx.record(s, RepEvent::GreylistPassed).await;
+                ctx.record(s, RepEvent::GreylistPassed);
             }
             None
         }

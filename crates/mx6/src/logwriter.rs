@@ -1,11 +1,15 @@
 //! Log output that never blocks a session: log lines go over a channel to one
-//! thread that writes whatever has queued up to stderr in a single write. Under
-//! load that turns thousands of small writes per second into a few large ones.
-//! Lines are written as soon as the writer is idle, and all of them on exit.
+//! thread that writes whatever has queued up to stderr in a single write, at
+//! most one write every few milliseconds. Under load that turns thousands of
+//! small writes (and thread wake-ups) per second into a few hundred large
+//! ones. A line is written within milliseconds, and all of them on exit.
 
 use std::io::Write;
 use std::sync::mpsc;
 use std::sync::Mutex;
+
+/// How long lines gather after a write before the next one.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum Msg {
     Line(Vec<u8>),
@@ -42,6 +46,12 @@ impl LogWriter {
                     let _ = stderr.write_all(&buf);
                     let _ = stderr.flush();
                     buf.clear();
+                    // Under load, let lines gather for a moment: the sessions'
+                    // sends then find the thread awake and skip waking it,
+                    // and one write carries many lines. Idle, it sleeps in recv.
+                    if !stop {
+                        std::thread::sleep(GATHER);
+                    }
                 }
             })
             .expect("start the log thread");

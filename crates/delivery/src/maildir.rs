@@ -76,6 +76,17 @@ fn ensure(dir: &Path) -> Result<(), MaildirError> {
     Ok(())
 }
 
+/// `head` then `body` in one write where the kernel takes it all.
+fn write_both(f: &mut File, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let n = f.write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(body)])?;
+    if n < head.len() {
+        f.write_all(&head[n..])?;
+        f.write_all(body)
+    } else {
+        f.write_all(&body[n - head.len()..])
+    }
+}
+
 /// Whether a message named `name` is in `new/` or (flagged) in `cur/`.
 pub fn find_existing(dir: &Path, name: &str) -> Option<PathBuf> {
     let p = dir.join("new").join(name);
@@ -119,15 +130,24 @@ pub fn deliver_batch(items: &[Item<'_>]) -> Vec<Result<Outcome, MaildirError>> {
     // 1. write
     for it in items {
         let r = (|| {
-            ensure(&it.dir)?;
             if it.check_existing {
+                ensure(&it.dir)?;
                 if let Some(p) = find_existing(&it.dir, &it.name) {
                     return Ok(Err(Outcome::AlreadyDelivered(p)));
                 }
             }
             let tmp = it.dir.join("tmp").join(&it.name);
-            let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io_err(&tmp))?;
-            f.write_all(&it.header).and_then(|_| f.write_all(it.body)).map_err(io_err(&tmp))?;
+            let open = || OpenOptions::new().write(true).create(true).truncate(true).open(&tmp);
+            // The Maildir is made on first delivery: no look before each file.
+            let mut f = match open() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    ensure(&it.dir)?;
+                    open()
+                }
+                r => r,
+            }
+            .map_err(io_err(&tmp))?;
+            write_both(&mut f, &it.header, it.body).map_err(io_err(&tmp))?;
             Ok(Ok(f))
         })();
         match r {
@@ -152,7 +172,14 @@ pub fn deliver_batch(items: &[Item<'_>]) -> Vec<Result<Outcome, MaildirError>> {
         let Some(f) = files[i].take() else { continue };
         let tmp = it.dir.join("tmp").join(&it.name);
         let new = it.dir.join("new").join(&it.name);
-        match f.sync_all().and_then(|_| fs::rename(&tmp, &new)) {
+        // new/ gone since tmp/ was there (removed by hand): made again.
+        let publish = || match fs::rename(&tmp, &new) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tmp.exists() => {
+                ensure(&it.dir).map_err(|_| e).and_then(|_| fs::rename(&tmp, &new))
+            }
+            r => r,
+        };
+        match f.sync_all().and_then(|_| publish()) {
             Ok(()) => {
                 results[i] = Some(Ok(Outcome::Delivered(new)));
                 if !dirs.contains(&it.dir.as_path()) {

@@ -36,24 +36,25 @@ fn clean(s: &str) -> String {
 impl Received<'_> {
     /// The header field with its CRLF, folded over several lines.
     pub fn render(&self) -> String {
-        let mut h = if self.hide_client {
-            "Received: ".to_string()
-        } else {
-            format!(
-                "Received: from {} ({} {})\r\n\t",
-                clean(self.helo),
-                self.rdns.map(clean).unwrap_or_else(|| "unknown".into()),
-                address_literal(self.client)
-            )
-        };
+        use std::fmt::Write;
+        // One string, sized once: a header is rendered for every message.
+        let mut h = String::with_capacity(256 + self.tls.map_or(0, str::len));
+        h.push_str("Received: ");
+        if !self.hide_client {
+            let rdns = self.rdns.map(clean);
+            let _ =
+                write!(h, "from {} ({} {})\r\n\t", clean(self.helo), rdns.as_deref().unwrap_or("unknown"), address_literal(self.client));
+        }
         if let Some(tls) = self.tls {
-            h.push_str(&format!("(using {})\r\n\t", clean_comment(tls)));
+            let _ = write!(h, "(using {})\r\n\t", clean_comment(tls));
         }
-        h.push_str(&format!("by {} (mx6) with {} id {}", self.hostname, self.protocol, self.queue_id));
+        let _ = write!(h, "by {} (mx6) with {} id {}", self.hostname, self.protocol, self.queue_id);
         if let Some(r) = self.single_rcpt {
-            h.push_str(&format!("\r\n\tfor <{}>", r.replace(['\r', '\n', '>'], "")));
+            h.push_str("\r\n\tfor <");
+            h.extend(r.chars().filter(|c| !matches!(c, '\r' | '\n' | '>')));
+            h.push('>');
         }
-        h.push_str(&format!(";\r\n\t{}\r\n", self.date.to_rfc2822()));
+        let _ = write!(h, ";\r\n\t{}\r\n", self.date.to_rfc2822());
         h
     }
 }

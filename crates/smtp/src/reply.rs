@@ -73,7 +73,30 @@ impl Reply {
 
     /// Wire form, CRLF-terminated lines.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.to_string().into_bytes()
+        let mut out = Vec::new();
+        self.write_to(&mut out);
+        out
+    }
+
+    /// Append the reply as sent on the wire to `out`, reserving its length
+    /// once (a reply is written for every command).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let n = self.lines.len().max(1);
+        out.reserve(self.lines.iter().map(|l| l.len()).sum::<usize>() + n * (8 + self.status.len()));
+        for i in 0..n {
+            let c = self.code;
+            match c {
+                100..=999 => out.extend_from_slice(&[b'0' + (c / 100) as u8, b'0' + (c / 10 % 10) as u8, b'0' + (c % 10) as u8]),
+                _ => out.extend_from_slice(c.to_string().as_bytes()),
+            }
+            out.push(if i + 1 == n { b' ' } else { b'-' });
+            if !self.status.is_empty() {
+                out.extend_from_slice(self.status.as_bytes());
+                out.push(b' ');
+            }
+            out.extend_from_slice(self.lines.get(i).map(String::as_str).unwrap_or("").as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
 }
 
@@ -457,6 +480,18 @@ pub fn filter_unavailable() -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_bytes_are_the_display_form() {
+        let multi = Reply { code: 250, status: Cow::Borrowed(""), lines: vec!["mx.test".into(), "PIPELINING".into(), "SIZE 100".into()] };
+        for r in [multi, Reply::new(550, "5.7.1", "no"), Reply { code: 220, status: Cow::Borrowed(""), lines: vec![] }] {
+            let mut out = b"before".to_vec();
+            r.write_to(&mut out);
+            assert_eq!(out, [b"before".as_slice(), r.to_string().as_bytes()].concat());
+            assert_eq!(r.to_bytes(), r.to_string().into_bytes());
+        }
+        assert_eq!(Reply::new(550, "5.7.1", "no").to_bytes(), b"550 5.7.1 no\r\n");
+    }
 
     #[test]
     fn custom_replies_from_filters() {

@@ -135,7 +135,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     if r.code >= 400 {
                         slog!(info, ctx, code = r.code, status = %r.status, "reply: {}", r.text());
                     }
-                    out.extend_from_slice(&r.to_bytes());
+                    r.write_to(&mut out);
                 }
                 Event::Ask(ask) => {
                     // Boxed: the stages' futures are large, and an idle

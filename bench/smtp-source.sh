@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Throughput benchmark: Postfix's smtp-source against mx6 (durable spool,
 # delivering into Maildir) and against a stock Postfix with the discard
-# transport, on the same machine in the same run. Prints messages/s and the
-# ratio. Not a test: it never fails on timing.
+# transport, on the same machine in the same run, and against smtp-sink (a
+# server that stores nothing: the ceiling of the client and the machine).
+# Prints messages/s and the ratios. Not a test: it never fails on timing.
 #
 #   bench/smtp-source.sh                 # 20,000 x 4 KiB, 20 sessions
 #   MESSAGES=5000 bench/smtp-source.sh   # smaller run
@@ -27,8 +28,10 @@ cargo build --release -p mx6 >/dev/null
 MX6=$PWD/target/release/mx6
 
 rm -rf "$WORK"; mkdir -p "$WORK"
+SINK_PORT=${SINK_PORT:-2624}
 cleanup() {
     [ -n "${MX6_PID:-}" ] && kill "$MX6_PID" 2>/dev/null || true
+    [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2>/dev/null || true
     postfix -c "$WORK/postfix" stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -90,7 +93,14 @@ wait_delivered() {
     echo "$MESSAGES / ($(date +%s.%N) - $start)" | bc -l
 }
 
-printf '%-28s %12s %12s %8s %22s\n' workload "postfix msg/s" "mx6 msg/s" ratio "mx6 accept+deliver/s"
+# ---- smtp-sink: a server that answers and stores nothing, the ceiling ----
+smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 1000 &
+SINK_PID=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$SINK_PORT) 2>/dev/null && break; sleep 0.1; done
+sink=$(run sink "$SINK_PORT" 1)
+kill "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true; SINK_PID=
+
+printf '%-28s %12s %12s %8s %22s %14s\n' workload "postfix msg/s" "mx6 msg/s" ratio "mx6 accept+deliver/s" "of smtp-sink"
 for mode in 1 N; do
     label="1 msg/conn"; [ "$mode" = N ] && label="$PER_CONN msg/conn"
     pf=$(run postfix "$PF_PORT" "$mode")
@@ -103,5 +113,7 @@ for mode in 1 N; do
     both=$(wait_delivered "$t0")
     kill "$MX6_PID"; wait "$MX6_PID" 2>/dev/null || true; MX6_PID=
     sleep "${SETTLE:-35}"
-    printf '%-28s %12.0f %12.0f %7.2fx %22.0f\n' "$SIZE B, $SESSIONS sess, $label" "$pf" "$mx" "$(echo "$mx / $pf" | bc -l)" "$both"
+    of_sink=""; [ "$mode" = 1 ] && of_sink=$(echo "100 * $mx / $sink" | bc -l | xargs printf '%.0f%%')
+    printf '%-28s %12.0f %12.0f %7.2fx %22.0f %14s\n' "$SIZE B, $SESSIONS sess, $label" "$pf" "$mx" "$(echo "$mx / $pf" | bc -l)" "$both" "$of_sink"
 done
+printf 'smtp-sink (stores nothing), 1 msg/conn: %.0f msg/s, %s\n' "$sink" "$(date -u +%Y-%m-%d)"

@@ -28,6 +28,18 @@ use crate::queue::registry::Registry;
 const CONCURRENCY: usize = 2;
 /// Most jobs in one batch.
 const MAX_BATCH: usize = 256;
+/// A batch smaller than this waits [`GATHER`] for more before it is written.
+const GATHER_BELOW: usize = 32;
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(j) => batch.push(j),
+            Err(_) => break,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct QueueManager {
@@ -77,13 +89,15 @@ impl QueueManager {
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let Ok(permit) = sem.clone().acquire_owned().await else { break };
-                // Whatever arrived while the workers were busy goes in one batch.
+                // Whatever arrived while the workers were busy goes in one
+                // batch; a small one waits a moment for more, so under load
+                // one pass (one blocking hand-off, one fsync per Maildir, one
+                // spool record) serves many messages.
                 let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(j) => batch.push(j),
-                        Err(_) => break,
-                    }
+                drain(&mut rx, &mut batch);
+                if batch.len() < GATHER_BELOW {
+                    tokio::time::sleep(GATHER).await;
+                    drain(&mut rx, &mut batch);
                 }
                 let ctx = c.clone();
                 tokio::spawn(async move {

@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use ipnet::IpNet;
 use mx6_policy::prefix::Family;
 use mx6_policy::ratelimit::{Escalation, Kind, Rule, Standing};
@@ -97,10 +98,15 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         if let (Some(state), false) = (self.state.take(), self.keys.is_empty()) {
             let ops = release_ops(std::mem::take(&mut self.keys));
+            // Done at once on the embedded store; a Redis round trip goes on
+            // in a task of its own.
+            let mut release = Box::pin(async move {
+                let _ = state.batch(&ops, mx6_store::now_ms()).await;
+            });
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = state.batch(&ops, mx6_store::now_ms()).await;
-                });
+                if release.as_mut().now_or_never().is_none() {
+                    rt.spawn(release);
+                }
             }
         }
     }

@@ -9,6 +9,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+
 use mx6_policy::prefix::Level;
 use mx6_policy::reputation::{standing, Event, Standing, Thresholds};
 
@@ -81,14 +83,19 @@ impl Reputation {
         self.standing(answers.as_ref().and_then(|a| a.first()))
     }
 
-    /// Record an outcome on every level of the client. The write is sent
-    /// off the session's path: nothing waits for its answer.
+    /// Record an outcome on every level of the client. Nothing waits for
+    /// the answer: a write that does not finish at once (a Redis round trip)
+    /// goes on off the session's path; the embedded store finishes at once
+    /// and costs no task.
     pub fn record(&self, state: &Arc<State>, ip: IpAddr, ev: Event) {
         if self.enabled {
             let (state, keys, half_life) = (state.clone(), self.keys(ip), self.half_life);
-            tokio::spawn(async move {
+            let mut write = Box::pin(async move {
                 let _ = state.add_score(&keys, ev.weight(), mx6_store::now_ms(), half_life, CAP).await;
             });
+            if write.as_mut().now_or_never().is_none() {
+                tokio::spawn(write);
+            }
         }
     }
 }

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use common::*;
 
+/// The inbound checks these tests do not exercise.
+const NO_IPREV_SPF: &str = "[policy.ipv6]\nrequire_ptr = false\nrequire_fcrdns = false\nrequire_spf_or_dkim = false\n";
+
 fn node(name: &str, redis: &RedisServer, on_failure: &str) -> Server {
     let extra = format!(
         r#"[store]
@@ -27,11 +30,7 @@ limit = 3
 window = "60s"
 [ratelimit_escalation]
 children = 0
-[policy.ipv6]
-require_ptr = false
-require_fcrdns = false
-require_spf_or_dkim = false
-"#,
+{NO_IPREV_SPF}"#,
         redis.url()
     );
     Server::start(name, &extra)
@@ -127,11 +126,7 @@ limit = 1000
 window = "60s"
 [ratelimit_escalation]
 children = 4
-[policy.ipv6]
-require_ptr = false
-require_fcrdns = false
-require_spf_or_dkim = false
-"#,
+{NO_IPREV_SPF}"#,
         redis.url()
     );
     let s = Server::start("redis-trips", &extra);

@@ -120,10 +120,10 @@ pub fn deliver(dir: &Path, name: &str, header: &[u8], body: &[u8], check_existin
     deliver_batch(std::slice::from_ref(&item)).pop().expect("one result per item")
 }
 
-/// Deliver many messages with group commit: write every file into `tmp/`, fsync
-/// them (after the first, the journal commit has usually covered the rest),
-/// rename each into `new/`, then fsync each `new/` directory once. Every item
-/// gets its own result, in order; a failure leaves no file behind.
+/// Deliver many messages with group commit: write every file into `tmp/`,
+/// fsync them all, rename each into `new/`, then fsync each `new/` directory
+/// once. Every item gets its own result, in order; a failure leaves no file
+/// behind.
 pub fn deliver_batch(items: &[Item<'_>]) -> Vec<Result<Outcome, MaildirError>> {
     let mut results: Vec<Option<Result<Outcome, MaildirError>>> = Vec::with_capacity(items.len());
     let mut files: Vec<Option<File>> = Vec::with_capacity(items.len());
@@ -166,10 +166,23 @@ pub fn deliver_batch(items: &[Item<'_>]) -> Vec<Result<Outcome, MaildirError>> {
             }
         }
     }
-    // 2. make the contents durable, 3. publish
+    // 2. make the contents durable, every file before any is renamed: the
+    // inode table blocks they share are then written once, not per file.
+    for (i, it) in items.iter().enumerate() {
+        let Some(f) = &files[i] else { continue };
+        if let Err(e) = f.sync_all() {
+            let tmp = it.dir.join("tmp").join(&it.name);
+            let _ = fs::remove_file(&tmp);
+            files[i] = None;
+            results[i] = Some(Err(MaildirError::Io { path: tmp, source: e }));
+        }
+    }
+    // 3. publish
     let mut dirs: Vec<&Path> = Vec::new();
     for (i, it) in items.iter().enumerate() {
-        let Some(f) = files[i].take() else { continue };
+        if files[i].take().is_none() {
+            continue;
+        }
         let tmp = it.dir.join("tmp").join(&it.name);
         let new = it.dir.join("new").join(&it.name);
         // new/ gone since tmp/ was there (removed by hand): made again.
@@ -179,7 +192,7 @@ pub fn deliver_batch(items: &[Item<'_>]) -> Vec<Result<Outcome, MaildirError>> {
             }
             r => r,
         };
-        match f.sync_all().and_then(|_| publish()) {
+        match publish() {
             Ok(()) => {
                 results[i] = Some(Ok(Outcome::Delivered(new)));
                 if !dirs.contains(&it.dir.as_path()) {

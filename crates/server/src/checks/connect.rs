@@ -26,13 +26,11 @@ pub struct Admission {
 /// strangers). `a.bad` is set from the standing before the limits are judged.
 pub async fn admit(state: &Arc<State>, limits: &RateLimits, reputation: &Reputation, a: &mut Asker, tracked: bool, tls: bool) -> Admission {
     let mut plan = limits.connect_plan(a, tls);
-    let read = if tracked { reputation.read(a.ip) } else { None };
-    let asked = read.is_some();
-    plan.ops.extend(read);
-    let answers = if plan.ops.is_empty() { Ok(Vec::new()) } else { state.batch(&plan.ops, mx6_store::now_ms()).await };
-    let (standing, scores) = match asked {
-        true => reputation.standing(answers.as_ref().ok().and_then(|r| r.get(plan.len()))),
-        false => (Standing::Neutral, Vec::new()),
+    let read = if tracked { reputation.read(a.ip).map(|op| plan.with(op)) } else { None };
+    let answers = if plan.ops().is_empty() { Ok(Vec::new()) } else { state.batch(plan.ops(), mx6_store::now_ms()).await };
+    let (standing, scores) = match read {
+        Some(at) => reputation.standing(answers.as_ref().ok().and_then(|r| r.get(at))),
+        None => (Standing::Neutral, Vec::new()),
     };
     a.bad = standing == Standing::Bad;
     let limits = match answers {

@@ -21,7 +21,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use ipnet::IpNet;
 use mx6_policy::prefix::Family;
 use mx6_policy::ratelimit::{Escalation, Kind, Rule, Standing};
@@ -98,16 +97,9 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         if let (Some(state), false) = (self.state.take(), self.keys.is_empty()) {
             let ops = release_ops(std::mem::take(&mut self.keys));
-            // Done at once on the embedded store; a Redis round trip goes on
-            // in a task of its own.
-            let mut release = Box::pin(async move {
+            crate::checks::state::unwaited(async move {
                 let _ = state.batch(&ops, mx6_store::now_ms()).await;
             });
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                if release.as_mut().now_or_never().is_none() {
-                    rt.spawn(release);
-                }
-            }
         }
     }
 }
@@ -134,7 +126,7 @@ enum Ask {
 /// their own operations after [`Plan::len`] (the reputation read at connect).
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub ops: Vec<Op>,
+    ops: Vec<Op>,
     /// Each decision and the position of its answer in `ops`.
     asks: Vec<(Ask, usize)>,
     /// Concurrency gauges counted up; a guard gives them back.
@@ -143,11 +135,19 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// How many of `ops` are the plan's own.
-    pub fn len(&self) -> usize {
-        self.len
+    /// The operations to send, the plan's own and any added with [`Plan::with`].
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
     }
 
+    /// Ask `op` in the same request, after the plan's own; the position of
+    /// its answer.
+    pub fn with(&mut self, op: Op) -> usize {
+        self.ops.push(op);
+        self.ops.len() - 1
+    }
+
+    /// Whether the plan asks nothing of its own.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -9,8 +9,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
-
 use mx6_policy::prefix::Level;
 use mx6_policy::reputation::{standing, Event, Standing, Thresholds};
 
@@ -90,12 +88,9 @@ impl Reputation {
     pub fn record(&self, state: &Arc<State>, ip: IpAddr, ev: Event) {
         if self.enabled {
             let (state, keys, half_life) = (state.clone(), self.keys(ip), self.half_life);
-            let mut write = Box::pin(async move {
+            crate::checks::state::unwaited(async move {
                 let _ = state.add_score(&keys, ev.weight(), mx6_store::now_ms(), half_life, CAP).await;
             });
-            if write.as_mut().now_or_never().is_none() {
-                tokio::spawn(write);
-            }
         }
     }
 }

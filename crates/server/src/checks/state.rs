@@ -33,6 +33,20 @@ pub struct State {
     last_log: Mutex<Option<Instant>>,
 }
 
+/// Run a store write nobody waits for (a reputation update, connection
+/// counts given back): finished here when it can finish at once, as on the
+/// embedded store, which then costs no task; else it goes on in a task of its
+/// own (a Redis round trip). Outside a runtime (a guard dropped while the
+/// server shuts down) it is dropped.
+pub fn unwaited(write: impl std::future::Future<Output = ()> + Send + 'static) {
+    use futures_util::FutureExt;
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    let mut write = Box::pin(write);
+    if write.as_mut().now_or_never().is_none() {
+        rt.spawn(write);
+    }
+}
+
 /// The snapshot file of the embedded store.
 pub fn snapshot_path(data_dir: &Path) -> PathBuf {
     data_dir.join("state/embedded.json")

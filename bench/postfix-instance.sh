@@ -1,7 +1,8 @@
 # Sourced by the benchmarks: postfix_instance DIR LISTEN LOGDIR prepares a
 # Postfix instance in DIR: queue and data directories, the main.cf settings
 # every benchmark shares (callers append their own), and a master.cf with
-# smtpd on LISTEN and the relaying and discarding transports.
+# smtpd on LISTEN and the relaying, discarding and Maildir (virtual)
+# transports.
 postfix_instance() {
     mkdir -p "$1/queue" "$1/data"; chown postfix "$1/data"
     cat > "$1/main.cf" <<CF
@@ -36,6 +37,7 @@ showq     unix  n - n -  - showq
 error     unix  - - n -  - error
 retry     unix  - - n -  - error
 discard   unix  - - n -  - discard
+virtual   unix  - n n -  - virtual
 anvil     unix  - - n -  1 anvil
 scache    unix  - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd

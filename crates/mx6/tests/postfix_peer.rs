@@ -432,6 +432,8 @@ fn postfix_uses_mx6_milter() {
     let _ = milter.0.wait();
     let out = send("2001:db8:20::5", "a@dkim.test", &mail_text("a@dkim.test", "milter down", ""));
     assert!(out.contains("<** 451 4.7.1 "), "{out}\n{}", pf.log());
+    // Postfix is stopped with its config directory, so before it goes.
+    drop(pf);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -538,5 +540,7 @@ fn postfix_asks_mx6_policyd_with_rate_limits() {
     ] {
         assert!(metrics.contains(line), "{line}\n{metrics}");
     }
+    // Postfix is stopped with its config directory, so before it goes.
+    drop(pf);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -123,7 +123,7 @@ enum Ask {
 
 /// The questions of one stage, asked of the store in one request
 /// ([`State::batch`]), and what each answer decides. Callers may add
-/// their own operations after [`Plan::len`] (the reputation read at connect).
+/// their own operations with [`Plan::with`] (the reputation read at connect).
 #[derive(Debug, Default)]
 pub struct Plan {
     ops: Vec<Op>,

@@ -107,12 +107,20 @@ impl Stats {
     }
 }
 
+/// How long a reply may take before the session counts as failed: a
+/// connection the server never accepted (its listen queue overflowed and the
+/// handshake's last ACK was dropped) looks established here and would
+/// otherwise wait for its greeting for ever.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, line: &mut String) -> anyhow::Result<String> {
     loop {
         line.clear();
-        if r.read_line(line).await? == 0 {
-            anyhow::bail!("connection closed");
-        }
+        match tokio::time::timeout(REPLY_TIMEOUT, r.read_line(line)).await {
+            Err(_) => anyhow::bail!("no reply within {} s", REPLY_TIMEOUT.as_secs()),
+            Ok(Ok(0)) => anyhow::bail!("connection closed"),
+            Ok(r) => r?,
+        };
         if line.len() < 4 || line.as_bytes()[3] != b'-' {
             return Ok(line.trim_end().to_string());
         }

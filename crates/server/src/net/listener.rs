@@ -35,7 +35,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    // Room for a burst of connections (the kernel caps it at
+    // net.core.somaxconn): a connection the queue has no room for is
+    // established on the client's side only and waits for a greeting that
+    // never comes.
+    socket.listen(4096)?;
     TcpListener::from_std(socket.into())
 }
 

@@ -78,10 +78,12 @@ pub fn client_field(c: &ClientField<'_>) -> String {
     )
 }
 
-/// Our headers on top of the client's message, forged copies removed.
-pub fn message(ctx: &Ctx, s: &Services, env: &Envelope, checked: &Checked, queue_id: &str) -> Vec<u8> {
+/// Our headers on top of the client's message (`env.data`, taken), forged
+/// copies removed. The client's octets stay in the buffer the DATA decoder
+/// filled: our headers are inserted in front of them, no second copy.
+pub fn message(ctx: &Ctx, s: &Services, env: &mut Envelope, checked: &Checked, queue_id: &str) -> Vec<u8> {
     let single = (env.rcpts.len() == 1).then(|| env.rcpts[0].to_string());
-    let received = Received {
+    let mut head = Received {
         hide_client: env.auth.is_some() && s.submission.hide_client,
         helo: &env.helo,
         rdns: ctx.confirmed_name(),
@@ -94,25 +96,25 @@ pub fn message(ctx: &Ctx, s: &Services, env: &Envelope, checked: &Checked, queue
         date: chrono::Utc::now(),
     }
     .render();
-    let mut extra = checked.results.clone();
+    head.push_str(&checked.results);
     if let Some(reason) = checked.junk {
-        extra.push_str(&format!("X-Mx6-Quarantine: {reason}\r\n"));
+        head.push_str(&format!("X-Mx6-Quarantine: {reason}\r\n"));
     }
     if ctx.tracked {
-        extra.push_str(&client_header(ctx, s));
+        head.push_str(&client_header(ctx, s));
     }
     if env.auth.is_some() {
-        extra.push_str(&submission_headers(&env.data, queue_id, &s.hostname));
+        head.push_str(&submission_headers(&env.data, queue_id, &s.hostname));
     }
-    let stripped = mx6_auth::strip_forged(&env.data, &s.hostname);
-    let data = stripped.as_deref().unwrap_or(&env.data);
-    let stripped = mx6_message::remove_named(data, "X-Mx6-Client");
-    let data = stripped.as_deref().unwrap_or(data);
-    let mut body = Vec::with_capacity(received.len() + extra.len() + data.len());
-    body.extend_from_slice(received.as_bytes());
-    body.extend_from_slice(extra.as_bytes());
-    body.extend_from_slice(data);
-    body
+    let mut data = std::mem::take(&mut env.data);
+    if let Some(d) = mx6_auth::strip_forged(&data, &s.hostname) {
+        data = d;
+    }
+    if let Some(d) = mx6_message::remove_named(&data, "X-Mx6-Client") {
+        data = d;
+    }
+    data.splice(0..0, head.into_bytes());
+    data
 }
 
 /// DKIM: mail from our users and networks, signed for its From domain with

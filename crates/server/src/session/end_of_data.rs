@@ -102,7 +102,7 @@ async fn store(ctx: &mut Ctx, s: &Services, mut env: Envelope, checked: Checked)
         slog!(error, ctx, "recipient routes out of step with the transaction");
         return Answer::Reject(reply::storage_failure());
     }
-    let data = assemble::message(ctx, s, &env, &checked, &id);
+    let data = assemble::message(ctx, s, &mut env, &checked, &id);
     let from = env.from.mailbox.as_ref().map(|m| m.to_string()).unwrap_or_default();
     let mut msg =
         Message { from, rcpts: env.rcpts.iter().map(|m| m.to_string()).collect(), data, junk: checked.junk.is_some(), hold: None };

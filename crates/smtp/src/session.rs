@@ -239,6 +239,8 @@ pub struct Session {
     state: State,
     input: Vec<u8>,
     pos: usize,
+    /// Where [`Session::input_buffer`] last handed the buffer out.
+    filled_to: usize,
     events: VecDeque<Event>,
     helo: Option<(String, bool)>,
     tx: Option<Transaction>,
@@ -270,6 +272,7 @@ impl Session {
             state: State::Command,
             input: Vec::new(),
             pos: 0,
+            filled_to: 0,
             events: VecDeque::new(),
             helo: None,
             tx: None,
@@ -365,10 +368,14 @@ impl Session {
 
     /// Bytes from the client.
     pub fn receive(&mut self, bytes: &[u8], now: Instant) {
-        if matches!(self.state, State::Closed | State::Handshake) {
-            return; // CVE-2011-0411: nothing read before the handshake counts
-        }
-        self.now = now;
+        self.input_buffer(bytes.len()).extend_from_slice(bytes);
+        self.received(now);
+    }
+
+    /// The session's own input buffer, with room for at least `want` more
+    /// octets, for a driver that reads straight into it (no buffer of its
+    /// own, no copy); then it calls [`Session::received`]. Only append.
+    pub fn input_buffer(&mut self, want: usize) -> &mut Vec<u8> {
         if self.pos == self.input.len() {
             self.input.clear();
             self.pos = 0;
@@ -376,7 +383,19 @@ impl Session {
             self.input.drain(..self.pos);
             self.pos = 0;
         }
-        self.input.extend_from_slice(bytes);
+        self.filled_to = self.input.len();
+        self.input.reserve(want);
+        &mut self.input
+    }
+
+    /// What was appended to [`Session::input_buffer`] is taken in.
+    pub fn received(&mut self, now: Instant) {
+        if matches!(self.state, State::Closed | State::Handshake) {
+            // CVE-2011-0411: nothing read before the handshake counts.
+            self.input.truncate(self.filled_to);
+            return;
+        }
+        self.now = now;
         self.process();
     }
 

@@ -21,6 +21,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Read into the spare room at the end of `buf` (it grows by what came).
+    pub async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read_buf(buf).await,
+            Conn::Tls(s) => s.read_buf(buf).await,
+            Conn::Gone => Ok(0),
+        }
+    }
+
     /// Write everything and flush (TLS records are sent at once).
     pub async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
         match self {

@@ -5,8 +5,9 @@
 //! and enforces the session's deadlines. Nothing else lives here.
 //!
 //! Replies to pipelined commands are written together, once the session has
-//! consumed all buffered input (RFC 2920 §3.2). Read buffers start small and
-//! grow only while a client sends a lot, so idle sessions stay cheap.
+//! consumed all buffered input (RFC 2920 §3.2). Reads go straight into the
+//! session's own input buffer, with room that starts small and grows only
+//! while a client sends a lot, so idle sessions stay cheap.
 //!
 //! Defends against: TLS handshakes that never finish (60 s), writes to a
 //! client that went away, shutdown in the middle of a message (the message is
@@ -126,7 +127,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
 ) -> &'static str {
     let mut out: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; MIN_BUF];
+    // How much room the next read gets in the session's input buffer: it
+    // doubles while reads fill it.
+    let mut chunk = MIN_BUF;
     let mut shutdown = s.shutdown.clone();
     loop {
         while let Some(ev) = session.poll_event() {
@@ -191,7 +194,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let stopping = *shutdown.borrow();
         tokio::select! {
-            r = conn.read(&mut buf) => match r {
+            r = conn.read_buf(session.input_buffer(chunk)) => match r {
                 Ok(0) | Err(_) => {
                     if session.in_message() {
                         slog!(info, ctx, "lost connection during message transfer; nothing kept");
@@ -199,9 +202,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     return "client disconnected";
                 }
                 Ok(n) => {
-                    session.receive(&buf[..n], Instant::now());
-                    if n == buf.len() && buf.len() < MAX_BUF {
-                        buf.resize(buf.len() * 2, 0);
+                    session.received(Instant::now());
+                    if n >= chunk && chunk < MAX_BUF {
+                        chunk *= 2;
                     }
                 }
             },

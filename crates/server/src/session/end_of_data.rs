@@ -175,6 +175,9 @@ async fn store(ctx: &mut Ctx, s: &Services, mut env: Envelope, checked: Checked)
             orcpt: dsn.orcpt,
         })
         .collect();
+    // It may wait in memory for delivery: no spare capacity from the DATA
+    // decoder's buffer (shrinking in place, not a copy).
+    msg.data.shrink_to_fit();
     let body = Arc::new(msg.data);
     let qm = QueuedMessage {
         id: id.clone(),

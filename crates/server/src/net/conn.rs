@@ -21,8 +21,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Read into the spare room at the end of `buf` (it grows by what came).
-    pub async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    /// Read into the spare room of `buf` (a `Vec` grows by what came).
+    pub async fn read_buf<B: bytes::BufMut>(&mut self, buf: &mut B) -> std::io::Result<usize> {
         match self {
             Conn::Plain(s) => s.read_buf(buf).await,
             Conn::Tls(s) => s.read_buf(buf).await,

@@ -21,11 +21,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Read into the spare room of `buf` (a `Vec` grows by what came).
-    pub async fn read_buf<B: bytes::BufMut>(&mut self, buf: &mut B) -> std::io::Result<usize> {
+    /// Append at most `max` octets to `buf`, read into its spare room.
+    pub async fn read_buf(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+        let mut room = bytes::BufMut::limit(buf, max);
         match self {
-            Conn::Plain(s) => s.read_buf(buf).await,
-            Conn::Tls(s) => s.read_buf(buf).await,
+            Conn::Plain(s) => s.read_buf(&mut room).await,
+            Conn::Tls(s) => s.read_buf(&mut room).await,
             Conn::Gone => Ok(0),
         }
     }

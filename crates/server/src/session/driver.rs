@@ -194,9 +194,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let stopping = *shutdown.borrow();
         tokio::select! {
-            // At most `chunk`: the spare room of the buffer may be larger,
-            // and filling it all would grow `chunk` for no reason.
-            r = async { conn.read_buf(&mut bytes::BufMut::limit(session.input_buffer(chunk), chunk)).await } => match r {
+            // At most `chunk`: the buffer's spare room may be larger, and
+            // filling it all would grow `chunk` for no reason.
+            r = conn.read_buf(session.input_buffer(chunk), chunk) => match r {
                 Ok(0) | Err(_) => {
                     if session.in_message() {
                         slog!(info, ctx, "lost connection during message transfer; nothing kept");
@@ -205,7 +205,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Ok(n) => {
                     session.received(Instant::now());
-                    if n >= chunk && chunk < MAX_BUF {
+                    if n == chunk && chunk < MAX_BUF {
                         chunk *= 2;
                     }
                 }
